@@ -1,0 +1,191 @@
+"""The ``domadapt`` command line: thin verbs over library functions.
+
+Each verb parses its flags, builds what the library needs and calls one
+function. Errors the user can fix are :class:`~domadapt.errors.DomadaptError`:
+printed as one sentence on stderr with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from domadapt import __version__
+from domadapt.errors import DataError, DomadaptError
+
+
+def _voxel_size(value: str | None) -> list[float] | None:
+    """Parse ``z,y,x`` in nm (three positive numbers)."""
+    if value is None:
+        return None
+    parts = [p for p in value.replace(" ", "").split(",") if p]
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 3 or any(n <= 0 for n in numbers):
+        raise DataError(f"A voxel size must be three positive numbers z,y,x in nm, got '{value}'.")
+    return numbers
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="domadapt")
+def cli() -> None:
+    """Domain adaptation of mitochondria segmentation in electron microscopy."""
+
+
+@cli.command()
+@click.option("--source", default="synth-hippocampus", show_default=True,
+              help="Labeled source: a dataset name, a dataset YAML or a volume path.")
+@click.option("--target", default="synth-cortex", show_default=True,
+              help="Unlabeled target: a dataset name, a dataset YAML or a volume path.")
+@click.option("--method", default="baseline", show_default=True,
+              help="Adaptation method (configs/methods/).")
+@click.option("--profile", default="cpu-quick", show_default=True,
+              help="Size preset (configs/profiles/): cpu-quick, paper, smoke.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="A YAML file merged over the profile and method.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one config key, e.g. --set train.steps=200 (repeatable).")
+@click.option("--seed", type=int, help="Seed for sampling and initialisation.")
+@click.option("--out", help="Root folder of run folders (default: runs).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device.")
+@click.option("--data-root", help="Folder holding the datasets (default: $DOMADAPT_DATA).")
+@click.option("--source-voxel-size", help="z,y,x in nm, for a source given as a path.")
+@click.option("--target-voxel-size", help="z,y,x in nm, for a target given as a path.")
+@click.option("--source-mask", help="Mask volume of a source given as a path.")
+@click.option("--target-mask", help="Target test labels, used only to score the result.")
+@click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run folder first.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run(source, target, method, profile, config_file, overrides, seed, out, device, data_root,
+        source_voxel_size, target_voxel_size, source_mask, target_mask, resume, overwrite,
+        quiet) -> None:
+    """Train on SOURCE, adapt to TARGET, choose a checkpoint label-free, score it."""
+    from domadapt.config import build_config
+    from domadapt.pipeline import run as run_pipeline
+    from domadapt.pipeline import run_dir_for
+
+    flags = {"source": source, "target": target, "seed": seed, "out": out,
+             "train": {"device": device} if device else {},
+             "data": {k: v for k, v in {
+                 "data_root": data_root,
+                 "source_voxel_size": _voxel_size(source_voxel_size),
+                 "target_voxel_size": _voxel_size(target_voxel_size),
+                 "source_mask": source_mask, "target_mask": target_mask}.items() if v is not None}}
+    cfg = build_config(profile=profile, method=method, config_file=config_file,
+                       overrides=overrides, flags=flags)
+    run_dir = run_dir_for(cfg)
+    click.echo(f"domadapt run: {cfg.method} {cfg.source} -> {cfg.target} "
+               f"(profile {cfg.profile}, seed {cfg.seed}) into {run_dir}", err=True)
+    metrics = run_pipeline(cfg, resume=resume, overwrite=overwrite, progress=not quiet)
+    if metrics:
+        _print_summary(metrics, run_dir)
+
+
+def _print_summary(metrics: dict, run_dir: Path) -> None:
+    def fmt(key):
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{value:.4f}"
+
+    click.echo(f"target IoU {fmt('target_iou')}  Dice {fmt('target_dice')}  "
+               f"slice-mean IoU {fmt('target_iou_slice_mean')}  "
+               f"(checkpoint by {metrics['selection_criterion']} at step "
+               f"{metrics['selected_step']}, {metrics['wall_time_s']:.0f} s)")
+    click.echo(f"run folder: {run_dir}")
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(), help="A domadapt checkpoint.")
+@click.option("--input", "input_path", required=True, type=click.Path(), help="Volume to segment.")
+@click.option("--output", required=True, type=click.Path(), help="Output uint8 tif.")
+@click.option("--voxel-size", help="z,y,x in nm of the input (default: the model's pixel size).")
+@click.option("--key", help="Dataset key inside an h5/zarr input.")
+@click.option("--binary", is_flag=True, help="Write 0/255 masks instead of probabilities.")
+@click.option("--threshold", type=float, default=0.5, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def predict(checkpoint, input_path, output, voxel_size, key, binary, threshold, device,
+            quiet) -> None:
+    """Segment a volume with a checkpoint (tiled, bounded memory)."""
+    from domadapt.predict import predict_file
+
+    out = predict_file(checkpoint, input_path, output, voxel_size=_voxel_size(voxel_size),
+                       key=key, binary=binary, threshold=threshold, device=device,
+                       progress=not quiet)
+    click.echo(f"wrote {out}")
+
+
+@cli.group()
+def datasets() -> None:
+    """List, describe and download datasets."""
+
+
+@datasets.command("list")
+def datasets_list() -> None:
+    """All registered datasets with their voxel sizes."""
+    from domadapt.data.registry import dataset_names, get_spec
+
+    click.echo(f"{'name':<20} {'voxel z,y,x (nm)':<18} description")
+    for name in dataset_names():
+        spec = get_spec(name)
+        voxel = ",".join(f"{v:g}" for v in spec.voxel_size_nm)
+        click.echo(f"{name:<20} {voxel:<18} {spec.description}")
+
+
+@datasets.command("info")
+@click.argument("name")
+@click.option("--data-root", help="Folder holding the datasets (default: $DOMADAPT_DATA).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def datasets_info(name, data_root, as_json) -> None:
+    """Description, citation and (when present) shapes and foreground fractions."""
+    from domadapt.data.registry import dataset_info
+
+    info = dataset_info(name, data_root)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    for key, value in info.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for sub, subvalue in value.items():
+                click.echo(f"  {sub}: {subvalue}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@datasets.command("download")
+@click.argument("name")
+@click.option("--data-root", help="Folder holding the datasets (default: $DOMADAPT_DATA).")
+def datasets_download(name, data_root) -> None:
+    """Fetch a dataset archive (checksummed, atomic) and unpack it into the data root."""
+    from domadapt.data.registry import download_dataset
+
+    click.echo(f"ready: {download_dataset(name, data_root)}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one sentence and exit code 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except DomadaptError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted; rerun with --resume to continue", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
+    except SystemExit:
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""Run configuration: typed dataclasses, YAML presets and ``--set`` overrides.
+
+A run's configuration is merged in a fixed order, later winning:
+dataclass defaults <- profile YAML <- method YAML <- ``--config`` file <-
+``--set key=value`` <- explicit CLI flags. The merged mapping is validated
+into :class:`RunConfig`: an unknown key or a value of the wrong type is a
+:class:`~domadapt.errors.ConfigError` that names the key, so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from domadapt.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where data comes from and how it is cut into training patches."""
+
+    pixel_size_nm: float = 10.0  # every volume is resampled in y/x to this pixel size
+    patch_size: int = 128  # square training patches, in pixels at pixel_size_nm
+    batch_size: int = 8
+    foreground_patch_prob: float = 0.5  # share of patches centred on a mitochondrion pixel
+    source_val_fraction: float = 0.1  # last z-slices of source train held out as source_val
+    vnc_split: Literal["half", "sections"] = "half"
+    data_root: str | None = None  # else $DOMADAPT_DATA, else the user cache
+    source_voxel_size: list[float] | None = None  # z,y,x nm, for a source given as a path
+    target_voxel_size: list[float] | None = None
+    source_mask: str | None = None  # mask of a source given as a path
+    target_mask: str | None = None  # optional target test labels, for scoring only
+    synthetic_shape: list[int] | None = None  # Z,Y,X override for synthetic domains
+    max_slices: int | None = None  # keep at most this many z-slices per split (quick tests)
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentations applied on the training device to every labeled batch."""
+
+    flip: bool = True  # random horizontal/vertical flips
+    rot90: bool = True  # random multiples of 90 degrees
+    brightness: float = 0.1  # max additive shift, in normalised intensity units
+    contrast: float = 0.1  # max relative contrast change
+    gamma: float = 0.0  # max |log gamma|
+    noise: float = 0.0  # max Gaussian noise std
+    blur: float = 0.0  # max Gaussian blur sigma in pixels (0 disables)
+
+
+@dataclass
+class ModelConfig:
+    """The 2D segmentation network."""
+
+    arch: Literal["unet", "attention_unet"] = "unet"
+    depth: int = 4  # number of down-sampling steps
+    width: int = 16  # channels of the first level; doubles at each level
+    norm: Literal["batch", "group", "instance", "none"] = "batch"
+
+
+@dataclass
+class TrainConfig:
+    """One stage of optimisation through the shared trainer."""
+
+    steps: int = 1000
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = 50
+    loss: Literal["bce", "dice", "bce_dice"] = "bce_dice"
+    eval_every: int = 100  # steps between evaluations (one "epoch" of the run)
+    log_every: int = 10
+    patience: int = 0  # evaluations without improvement before stopping; 0 disables
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+    amp: bool = True  # mixed precision, used on CUDA only
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    image_every: int = 1  # log image grids every N evaluations; 0 disables
+
+
+@dataclass
+class SelectionConfig:
+    """How the trainer's evaluations choose the final checkpoint, without target labels."""
+
+    criterion: str = "source_val_iou"  # a monitor metric; its direction is declared by it
+    monitors: list[str] = field(default_factory=lambda: ["source_val", "target_preview"])
+    target_slices: int = 4  # fixed, seeded sample of unlabeled target slices to monitor
+
+
+@dataclass
+class InferenceConfig:
+    """Tiled prediction of large volumes."""
+
+    tile: int = 256
+    overlap: int = 32
+    batch_size: int = 8
+    threshold: float = 0.5
+    save_probabilities: bool = True  # also write the uint8 probability tif
+
+
+@dataclass
+class RunConfig:
+    """Everything a ``domadapt run`` needs; written resolved into the run folder."""
+
+    source: str = "synth-hippocampus"
+    target: str = "synth-cortex"
+    method: str = "baseline"
+    profile: str = "cpu-quick"
+    seed: int = 0
+    out: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def configs_dir() -> Path:
+    """The folder of YAML presets: $DOMADAPT_CONFIGS, else the repository's configs/."""
+    env = os.environ.get("DOMADAPT_CONFIGS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "configs"
+
+
+def preset_names(kind: str) -> list[str]:
+    """Names of the YAML presets of one kind (``profiles`` or ``methods``)."""
+    return sorted(p.stem for p in (configs_dir() / kind).glob("*.yaml"))
+
+
+def load_preset(kind: str, name: str) -> dict[str, Any]:
+    """Read ``configs/<kind>/<name>.yaml``; an unknown name lists the valid ones."""
+    path = configs_dir() / kind / f"{name}.yaml"
+    if not path.is_file():
+        singular = kind.rstrip("s")
+        valid = ", ".join(preset_names(kind)) or "none found"
+        raise ConfigError(f"Unknown {singular} '{name}'; valid {kind}: {valid}.")
+    return load_yaml(path)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning IO and syntax errors into one-sentence errors."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"Config file '{path}' does not exist.") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"Config file '{path}' is not valid YAML{line}.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file '{path}' must hold a mapping of keys to values.")
+    return data
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; values of ``update`` win, nested mappings merge."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Turn ``["train.steps=200", "model.norm=group"]`` into a nested mapping.
+
+    Values are parsed as YAML scalars/lists, so ``200`` is an int, ``1e-3`` a
+    float, ``[1, 2]`` a list and ``null`` None.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got '{item}'.")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking every key and type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config key '{prefix.rstrip('.') or 'root'}' must be a mapping.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(
+                f"Unknown config key '{prefix}{key}'; valid keys here: {', '.join(names)}."
+            )
+    values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against a type hint, converting only lossless cases (int -> float)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(
+                f"Config key '{key}' must be one of {', '.join(map(str, args))}, got {value!r}."
+            )
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"Config key '{key}' must be a list, got {value!r}.")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    return _coerce_scalar(hint, value, key)
+
+
+def _coerce_scalar(hint: Any, value: Any, key: str) -> Any:
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    if hint is Any:
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"Config key '{key}' must be of type {name}, got {value!r}.")
+
+
+def build_config(
+    *,
+    profile: str = "cpu-quick",
+    method: str = "baseline",
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    flags: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Merge defaults <- profile <- method <- file <- --set <- flags, and validate."""
+    merged: dict[str, Any] = {}
+    merged = merge(merged, load_preset("profiles", profile))
+    merged = merge(merged, load_preset("methods", method))
+    if config_file is not None:
+        merged = merge(merged, load_yaml(config_file))
+    merged = merge(merged, parse_set(list(overrides)))
+    merged = merge(merged, {k: v for k, v in (flags or {}).items() if v is not None})
+    merged["profile"] = profile
+    merged["method"] = method
+    cfg = from_dict(RunConfig, merged)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Value checks that types alone cannot express."""
+    positive = {
+        "data.pixel_size_nm": cfg.data.pixel_size_nm,
+        "data.patch_size": cfg.data.patch_size,
+        "data.batch_size": cfg.data.batch_size,
+        "train.steps": cfg.train.steps,
+        "train.eval_every": cfg.train.eval_every,
+        "train.lr": cfg.train.lr,
+        "inference.tile": cfg.inference.tile,
+        "model.depth": cfg.model.depth,
+        "model.width": cfg.model.width,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"Config key '{key}' must be positive, got {value}.")
+    multiple = 2 ** cfg.model.depth
+    if cfg.data.patch_size % multiple:
+        raise ConfigError(
+            f"Config key 'data.patch_size' must be a multiple of {multiple} "
+            f"(2**model.depth), got {cfg.data.patch_size}."
+        )
+    if not 0 <= cfg.inference.overlap < cfg.inference.tile:
+        raise ConfigError("Config key 'inference.overlap' must be in [0, inference.tile).")
+    if not 0.0 <= cfg.data.source_val_fraction < 1.0:
+        raise ConfigError("Config key 'data.source_val_fraction' must be in [0, 1).")
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved configuration as YAML (the run folder's config.yaml)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def config_from_plain(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from its plain-dict form (as stored in checkpoints)."""
+    return from_dict(RunConfig, data)

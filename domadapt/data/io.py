@@ -1,0 +1,364 @@
+"""Read and write EM volumes: multi-page tifs, folders of slices, HDF5 and zarr.
+
+Every reader returns a (Z, Y, X) array (2D inputs become (1, Y, X)) and every
+failure a user can cause (missing path, corrupt file, ragged slices, unknown
+format) is one :class:`DataError` sentence naming the file, never a raw
+traceback from the imaging library underneath. Writers are atomic: a file is
+written under ``<path>.partial`` and renamed only when complete, so an
+interrupted prediction never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from domadapt.errors import DataError
+
+TIF_SUFFIXES = (".tif", ".tiff")
+SLICE_SUFFIXES = (".png", ".tif", ".tiff")
+H5_SUFFIXES = (".h5", ".hdf5")
+SUPPORTED = "a .tif/.tiff stack, a .png image, a folder of .png/.tif slices, .h5/.hdf5 or .zarr"
+
+#: How colour slices become one channel: "grey" converts with luminance weights,
+#: "equal" requires R=G=B (masks), "keep" returns the channels untouched.
+ChannelMode = str
+SliceConverter = Callable[[np.ndarray, bool, Path], np.ndarray]
+
+
+def natural_key(path: str | Path) -> list[Any]:
+    """Sort key that orders ``mask2.png`` before ``mask10.png`` (digits compared as numbers)."""
+    name = Path(path).name
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+
+def list_slices(folder: str | Path) -> list[Path]:
+    """The .png/.tif files of ``folder`` in natural order; DataError if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"Folder {folder} does not exist.")
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES]
+    if not files:
+        raise DataError(f"Folder {folder} holds no .png or .tif slices.")
+    return sorted(files, key=natural_key)
+
+
+def _number(path: Path) -> int | None:
+    found = re.findall(r"\d+", path.stem)
+    return int(found[-1]) if found else None
+
+
+def check_pairs(images: list[Path], labels: list[Path]) -> None:
+    """Check that the i-th image and i-th label (natural order) belong together.
+
+    Counts must match, and where both names carry a number (``mask0007.png``
+    and ``7.png``) the numbers must agree, so a plain lexical sort (which puts
+    ``10.png`` before ``2.png``) can never silently misalign labels.
+    """
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images[0].parent} holds {len(images)} images but {labels[0].parent} holds "
+            f"{len(labels)} labels."
+        )
+    for img, lab in zip(images, labels):
+        if None not in (_number(img), _number(lab)) and _number(img) != _number(lab):
+            raise DataError(f"Image {img} pairs with label {lab} by order but not by number.")
+
+
+def _read_2d_file(path: Path) -> tuple[np.ndarray, bool]:
+    """One image file as an array and whether its last axis holds colour channels."""
+    try:
+        if path.suffix.lower() in TIF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                arr, axes = tif.asarray(), tif.series[0].axes
+            if "S" in axes:  # colour samples, possibly stored as separate planes
+                return np.moveaxis(arr, axes.index("S"), -1), True
+            return arr, False
+        import imageio.v3 as iio
+
+        arr = np.asarray(iio.imread(path))
+        return arr, arr.ndim == 3 and arr.shape[-1] in (3, 4)
+    except Exception as exc:  # the imaging libraries raise many unrelated types
+        raise DataError(f"Could not read image file {path} ({_short(exc)}).") from None
+
+
+def _short(exc: BaseException) -> str:
+    """The exception's type and first line, for a one-sentence error message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
+
+
+def read_slices(
+    files: list[Path], channels: ChannelMode = "grey", convert: SliceConverter | None = None
+) -> np.ndarray:
+    """Stack 2D slice files into (Z, Y, X), or (Z, Y, X, C) with ``channels="keep"``.
+
+    ``convert(array, is_colour, path)`` replaces the channel rule with a
+    per-slice conversion (e.g. an RGB label code to a mask), so a colour label
+    stack never has to sit in memory with its channels.
+    """
+    if not files:
+        raise DataError("No slice files were given.")
+    stack: np.ndarray | None = None
+    for z, path in enumerate(files):
+        arr, colour = _read_2d_file(path)
+        if arr.ndim != 2 + colour:
+            raise DataError(f"Slice {path} is not a 2D image (shape {arr.shape}).")
+        if convert is not None:
+            arr = convert(arr, colour, path)
+        elif channels != "keep":
+            arr = collapse_channels(arr, colour, channels, path)
+        if stack is None:
+            stack = np.empty((len(files),) + arr.shape, dtype=arr.dtype)
+            first = path
+        elif arr.shape != stack.shape[1:]:
+            raise DataError(
+                f"Slices differ in shape: {first} is {stack.shape[1:]} but {path} is {arr.shape}."
+            )
+        stack[z] = arr
+    return stack  # type: ignore[return-value]
+
+
+def collapse_channels(arr: np.ndarray, colour: bool, mode: ChannelMode, path: Path) -> np.ndarray:
+    """Reduce a trailing RGB(A) axis to one channel (alpha is dropped)."""
+    if not colour:
+        return arr
+    rgb = arr[..., :3]
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return np.ascontiguousarray(rgb[..., 0])
+    if mode == "equal":
+        raise DataError(f"Mask {path} is a colour image with R, G and B differing; expected grey.")
+    grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if np.issubdtype(arr.dtype, np.integer):
+        grey = np.clip(np.rint(grey), np.iinfo(arr.dtype).min, np.iinfo(arr.dtype).max)
+    return grey.astype(arr.dtype)
+
+
+def _require_exists(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"Path {path} does not exist.")
+
+
+def _read_tif(path: Path) -> tuple[np.ndarray, bool]:
+    arr, colour = _read_2d_file(path)
+    if arr.ndim - colour not in (2, 3):
+        raise DataError(f"Tif {path} must hold a 2D image or a 3D stack, got shape {arr.shape}.")
+    return arr, colour
+
+
+def _pick_h5_key(h5file: Any, path: Path, key: str | None) -> str:
+    import h5py
+
+    names: list[str] = []
+    h5file.visititems(lambda n, obj: names.append(n) if isinstance(obj, h5py.Dataset) else None)
+    if key is not None:
+        if key not in names:
+            raise DataError(f"HDF5 file {path} has no dataset '{key}'; it holds {names}.")
+        return key
+    if len(names) != 1:
+        raise DataError(f"HDF5 file {path} holds datasets {names}; pass the one to use as key.")
+    return names[0]
+
+
+def _open_h5(path: Path, key: str | None) -> Any:
+    """The h5py dataset (not loaded) at ``key`` in ``path``."""
+    import h5py
+
+    try:
+        h5file = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"Could not read HDF5 file {path} ({_short(exc)}).") from None
+    try:
+        return h5file[_pick_h5_key(h5file, path, key)]
+    except DataError:
+        h5file.close()
+        raise
+
+
+def _open_zarr(path: Path, key: str | None) -> Any:
+    """The zarr array (not loaded) in ``path``, inside a group at ``key`` if needed."""
+    try:
+        import zarr
+    except ImportError:
+        raise DataError(
+            f"Reading {path} needs the optional zarr package: pip install 'domadapt[zarr]'."
+        ) from None
+    try:
+        node = zarr.open(str(path), mode="r")
+        if key is not None:
+            node = node[key]
+    except KeyError:
+        raise DataError(f"Zarr store {path} has no array '{key}'.") from None
+    except Exception as exc:
+        raise DataError(f"Could not read zarr store {path} ({_short(exc)}).") from None
+    if not hasattr(node, "shape"):
+        arrays = sorted(name for name, _ in node.arrays())
+        if len(arrays) != 1:
+            raise DataError(f"Zarr group {path} holds arrays {arrays}; pass the one to use as key.")
+        node = node[arrays[0]]
+    return node
+
+
+def _as_zyx(arr: np.ndarray, path: Path) -> np.ndarray:
+    if arr.ndim == 2:
+        return arr[None]
+    if arr.ndim != 3:
+        raise DataError(f"{path} must hold a 2D image or a 3D (Z, Y, X) stack, got {arr.shape}.")
+    return arr
+
+
+def _read_any(path: str | Path, key: str | None, channels: ChannelMode) -> np.ndarray:
+    path = Path(path)
+    _require_exists(path)
+    suffix = path.suffix.lower()
+    if suffix == ".zarr":
+        return _as_zyx(np.asarray(_open_zarr(path, key)[...]), path)
+    if path.is_dir():
+        return read_slices(list_slices(path), channels)
+    if suffix in H5_SUFFIXES:
+        dataset = _open_h5(path, key)
+        with dataset.file:
+            return _as_zyx(np.asarray(dataset[()]), path)
+    if suffix in TIF_SUFFIXES:
+        arr, colour = _read_tif(path)
+        return _as_zyx(collapse_channels(arr, colour, channels, path), path)
+    if suffix == ".png":
+        return read_slices([path], channels)
+    raise DataError(f"Unknown file type '{suffix}' for {path}; supported: {SUPPORTED}.")
+
+
+def read_image(path: str | Path, key: str | None = None) -> np.ndarray:
+    """Read an image volume as (Z, Y, X); colour slices are converted to grey."""
+    return _read_any(path, key, "grey")
+
+
+def read_mask(path: str | Path, key: str | None = None) -> np.ndarray:
+    """Read a binary mask as uint8 in {0, 1}; stored values may be {0, 1} or {0, 255}.
+
+    Registered datasets with other conventions (anti-aliased edges, ignore
+    colours) use their own rules in the registry, not this function.
+    """
+    return binarize_mask(_read_any(path, key, "equal"), Path(path))
+
+
+def binarize_mask(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Map a {0,1} or {0,255} array to uint8 {0,1}; any other value set is a DataError."""
+    values = np.unique(arr)
+    if values.size > 2 or not set(values.tolist()) <= {0, 1, 255}:
+        shown = ", ".join(str(v) for v in values[:8].tolist())
+        raise DataError(
+            f"Mask {path} must be binary (0/1 or 0/255) but holds {values.size} values: {shown}."
+        )
+    return (arr > 0).astype(np.uint8)
+
+
+def lazy_image(path: str | Path, key: str | None = None) -> Any:
+    """A (Z, Y, X) array-like that reads from disk on indexing, for volumes too big for memory.
+
+    Uncompressed tifs are memory-mapped, HDF5 and zarr arrays are returned
+    unloaded; anything else (and 2D data) is read with :func:`read_image`.
+    """
+    path = Path(path)
+    _require_exists(path)
+    suffix = path.suffix.lower()
+    lazy: Any = None
+    if suffix in TIF_SUFFIXES and path.is_file():
+        lazy = _try_memmap(path)
+    elif suffix in H5_SUFFIXES:
+        lazy = _open_h5(path, key)
+    elif suffix == ".zarr":
+        lazy = _open_zarr(path, key)
+    if lazy is not None and len(lazy.shape) == 3:
+        return lazy
+    if suffix in H5_SUFFIXES:
+        lazy.file.close()
+    return read_image(path, key)
+
+
+def _try_memmap(path: Path) -> np.ndarray | None:
+    import tifffile
+
+    try:
+        return tifffile.memmap(path, mode="r")
+    except Exception:  # compressed, tiled or not a tif: fall back to a full read
+        return None
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield ``<path>.partial`` to write to; rename it to ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial(path)
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_tif(path: str | Path, array: np.ndarray) -> Path:
+    """Write ``array`` as a (multi-page) tif atomically and return the path."""
+    import tifffile
+
+    with atomic_path(path) as partial:
+        tifffile.imwrite(partial, np.asarray(array), photometric="minisblack")
+    return Path(path)
+
+
+class TifStackWriter:
+    """Append 2D slices to one tif stack with bounded memory; atomic on close.
+
+    Use as a context manager: the file appears under its final name only when
+    the block exits without an exception and at least one slice was written.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._partial = _partial(self.path)
+        self._writer: Any = None
+        self.n_slices = 0
+
+    def __enter__(self) -> TifStackWriter:
+        import tifffile
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = tifffile.TiffWriter(self._partial, bigtiff=True)
+        return self
+
+    def write(self, slice_2d: np.ndarray) -> None:
+        """Append one (Y, X) slice."""
+        slice_2d = np.asarray(slice_2d)
+        if slice_2d.ndim != 2:
+            raise DataError(f"Slices written to {self.path} must be 2D, got {slice_2d.shape}.")
+        self._writer.write(slice_2d, contiguous=True, photometric="minisblack")
+        self.n_slices += 1
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._writer.close()
+        if exc_type is None and self.n_slices > 0:
+            os.replace(self._partial, self.path)
+            return
+        self._partial.unlink(missing_ok=True)
+        if exc_type is None:
+            raise DataError(f"No slices were written to {self.path}.")
+
+
+def write_tif_slices(path: str | Path, slices: Iterable[np.ndarray]) -> Path:
+    """Write an iterator of 2D slices as one (Z, Y, X) tif, atomically, one slice in memory."""
+    with TifStackWriter(path) as writer:
+        for slice_2d in slices:
+            writer.write(slice_2d)
+    return Path(path)

@@ -1,0 +1,134 @@
+"""From dataset references to the four prepared splits of a run.
+
+Every volume is normalised with its own intensity statistics and resampled in
+y/x to the common pixel size. Target labels are split off here, into
+:class:`TargetLabels`, which only the pipeline's final scoring step receives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from domadapt.config import RunConfig
+from domadapt.data.registry import resolve_dataset
+from domadapt.data.transforms import (
+    intensity_stats,
+    normalize,
+    resample_image,
+    resample_mask,
+    scale_factor,
+)
+from domadapt.data.volume import UnlabeledVolume, Volume
+from domadapt.errors import DataError
+
+
+@dataclass
+class TargetTest:
+    """The original target test volume (its own grid) and, if known, its labels."""
+
+    image: UnlabeledVolume
+    labels: np.ndarray | None
+
+
+@dataclass
+class PreparedData:
+    source_train: Volume
+    source_val: Volume | None
+    target_train: UnlabeledVolume
+    target_test: UnlabeledVolume
+    target_test_original: TargetTest
+    source_stats: dict
+
+
+def _options(cfg: RunConfig, ref: str) -> dict[str, Any]:
+    """Registry options that apply to ``ref`` (a registered name or a path)."""
+    from domadapt.data.registry import dataset_names, get_spec
+
+    if ref not in dataset_names():
+        return {}
+    accepted = get_spec(ref).options
+    options = {"vnc_split": cfg.data.vnc_split, "shape": cfg.data.synthetic_shape, "seed": 0}
+    return {k: (tuple(v) if isinstance(v, list) else v)
+            for k, v in options.items() if k in accepted and v is not None}
+
+
+def _limit(volume, max_slices: int | None):
+    if max_slices is None or volume.shape[0] <= max_slices:
+        return volume
+    if isinstance(volume, Volume):
+        return Volume(volume.image[:max_slices], volume.mask[:max_slices],
+                      volume.voxel_size_nm, volume.name)
+    return UnlabeledVolume(volume.image[:max_slices], volume.voxel_size_nm, volume.name)
+
+
+def prepare_image(volume: UnlabeledVolume | Volume, pixel_size_nm: float) -> tuple[np.ndarray, dict]:
+    """Normalised float32 image at the common pixel size, and the statistics used."""
+    stats = intensity_stats(volume.image)
+    factor = scale_factor(volume.voxel_size_nm, pixel_size_nm)
+    return resample_image(normalize(volume.image, stats), factor), stats
+
+
+def _resampled_voxel(volume, pixel_size_nm: float) -> tuple[float, float, float]:
+    return (volume.voxel_size_nm[0], pixel_size_nm, pixel_size_nm)
+
+
+def prepare_labeled(volume: Volume, pixel_size_nm: float) -> tuple[Volume, dict]:
+    image, stats = prepare_image(volume, pixel_size_nm)
+    mask = resample_mask(volume.mask, scale_factor(volume.voxel_size_nm, pixel_size_nm),
+                         size=image.shape[-2:])
+    return Volume(image, mask, _resampled_voxel(volume, pixel_size_nm), volume.name), stats
+
+
+def prepare_unlabeled(volume: UnlabeledVolume | Volume, pixel_size_nm: float) -> UnlabeledVolume:
+    image, _ = prepare_image(volume, pixel_size_nm)
+    return UnlabeledVolume(image, _resampled_voxel(volume, pixel_size_nm), volume.name)
+
+
+def split_source(volume: Volume, fraction: float) -> tuple[Volume, Volume | None]:
+    """Hold out the last z-slices as source_val (a contiguous block limits leakage)."""
+    depth = volume.shape[0]
+    n_val = int(round(fraction * depth))
+    if fraction > 0 and depth > 1:
+        n_val = min(max(1, n_val), depth - 1)
+    if n_val == 0:
+        return volume, None
+    train = Volume(volume.image[:-n_val], volume.mask[:-n_val], volume.voxel_size_nm,
+                   f"{volume.name}:source_train")
+    val = Volume(volume.image[-n_val:], volume.mask[-n_val:], volume.voxel_size_nm,
+                 f"{volume.name}:source_val")
+    return train, val
+
+
+def load_source(cfg: RunConfig) -> Volume:
+    d = cfg.data
+    source = resolve_dataset(cfg.source, "train", d.data_root, d.source_voxel_size,
+                             d.source_mask, **_options(cfg, cfg.source))
+    if not isinstance(source, Volume):
+        raise DataError(
+            f"The source '{cfg.source}' has no labels; a source needs a mask (--source-mask)."
+        )
+    return _limit(source, d.max_slices)
+
+
+def load_target(cfg: RunConfig, split: str):
+    d = cfg.data
+    mask = d.target_mask if split == "test" else None
+    volume = resolve_dataset(cfg.target, split, d.data_root, d.target_voxel_size, mask,
+                             **_options(cfg, cfg.target))
+    return _limit(volume, d.max_slices)
+
+
+def prepare_data(cfg: RunConfig) -> PreparedData:
+    """Load, split, normalise and resample everything a run needs."""
+    px = cfg.data.pixel_size_nm
+    source, stats = prepare_labeled(load_source(cfg), px)
+    source_train, source_val = split_source(source, cfg.data.source_val_fraction)
+    target_train = prepare_unlabeled(load_target(cfg, "train"), px)
+    test = load_target(cfg, "test")
+    labels = test.mask if isinstance(test, Volume) else None
+    original = TargetTest(UnlabeledVolume(test.image, test.voxel_size_nm, test.name), labels)
+    return PreparedData(source_train, source_val, target_train,
+                        prepare_unlabeled(original.image, px), original, stats)

@@ -1,0 +1,109 @@
+"""In-memory volumes and the split vocabulary shared by the whole package.
+
+A labeled :class:`Volume` carries its mask; an :class:`UnlabeledVolume` has no
+mask attribute at all, so code that receives a target volume cannot reach its
+labels even by accident (``hasattr(target, "mask")`` is False).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from domadapt.errors import DataError
+
+#: Mask value for pixels that carry no label (e.g. Kasthuri++ outside-tissue).
+#: Excluded from every loss, metric and morphology statistic.
+IGNORE_LABEL = 255
+
+#: The four splits of a run, used in code, configs and logs alike.
+SPLITS = ("source_train", "source_val", "target_train", "target_test")
+
+
+def check_voxel_size(voxel_size_nm: object, what: str = "voxel size") -> tuple[float, float, float]:
+    """Return a (z, y, x) voxel size in nm as three positive floats or raise DataError."""
+    try:
+        values = tuple(float(v) for v in voxel_size_nm)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise DataError(
+            f"The {what} must be three positive numbers z,y,x in nm, got {voxel_size_nm!r}."
+        ) from None
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise DataError(
+            f"The {what} must be three positive numbers z,y,x in nm, got {voxel_size_nm!r}."
+        )
+    return values  # type: ignore[return-value]
+
+
+@dataclass
+class UnlabeledVolume:
+    """A (Z, Y, X) image stack with its physical voxel size and no labels."""
+
+    image: np.ndarray
+    voxel_size_nm: tuple[float, float, float]
+    name: str = "volume"
+
+    def __post_init__(self) -> None:
+        if self.image.ndim == 2:
+            self.image = self.image[None]
+        if self.image.ndim != 3:
+            raise DataError(
+                f"Volume '{self.name}' must be a 2D image or a 3D stack, "
+                f"got an array of shape {self.image.shape}."
+            )
+        if self.image.size == 0:
+            raise DataError(f"Volume '{self.name}' is empty (shape {self.image.shape}).")
+        self.voxel_size_nm = check_voxel_size(self.voxel_size_nm, f"voxel size of '{self.name}'")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.image.shape)  # type: ignore[return-value]
+
+
+@dataclass
+class Volume:
+    """A labeled (Z, Y, X) image stack.
+
+    ``mask`` is uint8 with 0 = background, 1 = mitochondria and
+    :data:`IGNORE_LABEL` for pixels without a label.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    voxel_size_nm: tuple[float, float, float]
+    name: str = "volume"
+
+    def __post_init__(self) -> None:
+        if self.image.ndim == 2:
+            self.image = self.image[None]
+        if self.mask.ndim == 2:
+            self.mask = self.mask[None]
+        UnlabeledVolume(self.image, self.voxel_size_nm, self.name)  # same checks
+        self.voxel_size_nm = check_voxel_size(self.voxel_size_nm, f"voxel size of '{self.name}'")
+        if self.mask.shape != self.image.shape:
+            raise DataError(
+                f"Mask shape {self.mask.shape} differs from image shape {self.image.shape} "
+                f"in '{self.name}'."
+            )
+        values = set(np.unique(self.mask).tolist())
+        if not values <= {0, 1, IGNORE_LABEL}:
+            raise DataError(
+                f"Mask of '{self.name}' must hold only 0, 1 and {IGNORE_LABEL} (ignore), "
+                f"found values {sorted(values)[:10]}."
+            )
+        self.mask = self.mask.astype(np.uint8, copy=False)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.image.shape)  # type: ignore[return-value]
+
+    def without_labels(self) -> UnlabeledVolume:
+        """The same image with the labels stripped off (what a strategy sees of a target)."""
+        return UnlabeledVolume(self.image, self.voxel_size_nm, self.name)
+
+    def foreground_fraction(self) -> float:
+        """Fraction of labeled pixels that are mitochondria (ignore pixels excluded)."""
+        labeled = self.mask != IGNORE_LABEL
+        n = int(labeled.sum())
+        return float((self.mask == 1).sum() / n) if n else 0.0

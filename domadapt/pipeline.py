@@ -1,0 +1,206 @@
+"""``domadapt run``: one adaptation run from config to metrics.json.
+
+The run folder is the single place a run writes to::
+
+    <out>/<source>-to-<target>/<method>/seed<N>/
+      config.yaml  tb/  checkpoints/  predictions/  metrics.json  report.md
+
+``metrics.json`` is written last and atomically: its presence means the run
+finished. Target labels enter only in :func:`score_target`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from domadapt.config import RunConfig, save_config
+from domadapt.data.prepare import PreparedData, TargetTest, prepare_data
+from domadapt.errors import ConfigError, RunFolderError
+from domadapt.inference import predict_to_tif
+from domadapt.metrics import segmentation_scores
+from domadapt.strategies import get_strategy
+from domadapt.strategies.base import Domains, FitResult, StrategyContext
+from domadapt.training.distributed import DistInfo, barrier, init_from_env, shutdown
+from domadapt.training.trainer import Trainer
+
+METRICS_FILE = "metrics.json"
+
+
+def dataset_label(ref: str) -> str:
+    """A folder-safe name for a dataset reference (registered name or path)."""
+    name = Path(ref).stem if ("/" in ref or os.sep in ref or "." in ref) else ref
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    pair = f"{dataset_label(cfg.source)}-to-{dataset_label(cfg.target)}"
+    return Path(cfg.out).expanduser().resolve() / pair / cfg.method / f"seed{cfg.seed}"
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but no CUDA device is available.")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to reuse a run folder unless asked to resume or overwrite it."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif not resume:
+            raise RunFolderError(
+                f"Run folder {run_dir} already exists; pass --resume to continue it "
+                "or --overwrite to start again."
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a resumed run is unfinished again
+
+
+def checkpoint_extra(cfg: RunConfig, data: PreparedData) -> dict:
+    """What every checkpoint stores besides weights, so predict needs nothing else."""
+    return {
+        "config": cfg.to_dict(),
+        "model_spec": {"kind": "unet", **cfg.model.__dict__},
+        "pixel_size_nm": cfg.data.pixel_size_nm,
+        "normalization": {"method": "percentile", "low": 1.0, "high": 99.0,
+                          "source_stats": data.source_stats},
+    }
+
+
+def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
+        progress: bool = True) -> dict:
+    """Train, choose a checkpoint label-free, predict the target test volume, score it."""
+    start = time.perf_counter()
+    device = resolve_device(cfg.train.device)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    dist = init_from_env(device.type)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    try:
+        return _run(cfg, device, dist, resume, overwrite, progress, start)
+    finally:
+        shutdown(dist)
+
+
+def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dict:
+    run_dir = run_dir_for(cfg)
+    strategy = get_strategy(cfg.method)
+    if dist.is_main:
+        prepare_run_dir(run_dir, resume, overwrite)
+        save_config(cfg, run_dir / "config.yaml")
+    barrier(dist)
+    data = prepare_data(cfg)
+    domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
+    trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, resume=resume,
+                      extra=checkpoint_extra(cfg, data), progress=progress, dist=dist,
+                      tile=cfg.inference.tile, overlap=cfg.inference.overlap)
+    fit = strategy.fit(domains, StrategyContext(cfg, trainer, device, run_dir))
+    if not dist.is_main:
+        return {}
+    scores = score_target(cfg, fit, data.target_test_original, run_dir, device, progress)
+    metrics = _metrics(cfg, fit, scores, device, time.perf_counter() - start)
+    _write_outputs(run_dir, metrics, fit)
+    return metrics
+
+
+def score_target(cfg: RunConfig, fit: FitResult, test: TargetTest, run_dir: Path,
+                 device: torch.device, progress: bool) -> dict:
+    """Predict the target test volume on its own grid; score it if labels exist."""
+    inf = cfg.inference
+    out = predict_to_tif(
+        fit.model, test.image.image, run_dir / "predictions" / "target_test_prob.tif",
+        voxel_size_nm=test.image.voxel_size_nm, model_pixel_nm=cfg.data.pixel_size_nm,
+        tile=inf.tile, overlap=inf.overlap, batch_size=inf.batch_size, device=device,
+        amp=cfg.train.amp and device.type == "cuda", progress=progress,
+    )
+    if test.labels is None:
+        return {}
+    import tifffile
+
+    prob = tifffile.imread(out)
+    return segmentation_scores(prob.reshape(test.labels.shape), test.labels, inf.threshold)
+
+
+def _metrics(cfg: RunConfig, fit: FitResult, scores: dict, device, wall: float) -> dict:
+    last = fit.stages[-1]
+    chosen = next((r for r in last.history if r["step"] == fit.selected_step), {})
+    return {
+        "target_iou": scores.get("iou"),
+        "target_dice": scores.get("dice"),
+        "target_iou_slice_mean": scores.get("iou_slice_mean"),
+        "source_val_iou": chosen.get("source_val_iou"),
+        "selected_epoch": fit.selected_epoch,
+        "selected_step": fit.selected_step,
+        "selection_criterion": fit.criterion,
+        "wall_time_s": round(wall, 2),
+        "device": _device_name(device),
+        "method": cfg.method,
+        "source": cfg.source,
+        "target": cfg.target,
+        "seed": cfg.seed,
+        "profile": cfg.profile,
+        "target_labels": bool(scores),
+        "target_scores": scores,
+        "selected_checkpoint": str(fit.checkpoint),
+        "stages": {s.name: {"last_step": s.last_step, "stopped_early": s.stopped_early,
+                            "evaluations": len(s.history)} for s in fit.stages},
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()}:{torch.get_num_threads()}threads"
+
+
+def _write_outputs(run_dir: Path, metrics: dict, fit: FitResult) -> None:
+    (run_dir / "report.md").write_text(render_report(metrics, fit))
+    tmp = run_dir / (METRICS_FILE + ".partial")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(run_dir / METRICS_FILE)
+
+
+def render_report(metrics: dict, fit: FitResult) -> str:
+    """A short human-readable summary of the run."""
+    def fmt(value):
+        return "n/a (no target labels)" if value is None else f"{value:.4f}"
+
+    lines = [
+        f"# {metrics['method']}: {metrics['source']} -> {metrics['target']} (seed {metrics['seed']})",
+        "",
+        f"- profile: {metrics['profile']}, device: {metrics['device']}, "
+        f"wall time: {metrics['wall_time_s']:.0f} s",
+        f"- checkpoint chosen by `{fit.criterion}` (label-free) at step {fit.selected_step} "
+        f"(evaluation {fit.selected_epoch})",
+        "",
+        "| target metric | value |",
+        "|---|---|",
+        f"| IoU (foreground, whole volume) | {fmt(metrics['target_iou'])} |",
+        f"| Dice | {fmt(metrics['target_dice'])} |",
+        f"| IoU, mean over slices | {fmt(metrics['target_iou_slice_mean'])} |",
+        "",
+        "Target labels were used only for these scores, never for training or selection.",
+    ]
+    for stage in fit.stages:
+        lines += ["", f"## Stage `{stage.name}`", "", "| step | " + " | ".join(
+            k for k in (stage.history[0] if stage.history else {}) if k not in ("step", "epoch"))
+            + " |"]
+        keys = [k for k in (stage.history[0] if stage.history else {}) if k not in ("step", "epoch")]
+        lines.append("|---" * (len(keys) + 1) + "|")
+        for record in stage.history:
+            cells = [f"{record.get(k, float('nan')):.4f}" for k in keys]
+            lines.append(f"| {record['step']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

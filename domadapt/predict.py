@@ -1,0 +1,49 @@
+"""``domadapt predict``: segment any volume with a checkpoint, in bounded memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from domadapt.data.io import lazy_image
+from domadapt.errors import CheckpointError
+from domadapt.inference import predict_to_tif
+from domadapt.models.unet import build_unet
+from domadapt.training.checkpoint import load_checkpoint
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """The segmentation network stored in a checkpoint, in eval mode, and the payload."""
+    payload = load_checkpoint(path)
+    spec = payload.get("model_spec", {})
+    key = payload.get("predictor")
+    if spec.get("kind") != "unet" or key not in payload.get("modules", {}):
+        raise CheckpointError(f"Checkpoint '{path}' holds no segmentation network to predict with.")
+    net = build_unet(spec["arch"], spec["width"], spec["depth"], spec["norm"])
+    try:
+        net.load_state_dict(payload["modules"][key])
+    except RuntimeError:
+        raise CheckpointError(f"Checkpoint '{path}' weights do not match its model spec.") from None
+    return net.eval(), payload
+
+
+def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | Path, *,
+                 voxel_size: list[float] | None = None, key: str | None = None,
+                 binary: bool = False, threshold: float = 0.5, device: str = "auto",
+                 progress: bool = True) -> Path:
+    """Predict ``input_path`` and write a uint8 tif; the input's voxel size defaults to
+    the model's pixel size (no resampling)."""
+    from domadapt.pipeline import resolve_device
+
+    net, payload = model_from_checkpoint(checkpoint)
+    dev = resolve_device(device)
+    px = float(payload["pixel_size_nm"])
+    image = lazy_image(input_path, key=key)
+    return predict_to_tif(net, image, output, binary=binary, threshold=threshold,
+                          voxel_size_nm=tuple(voxel_size) if voxel_size else (px, px, px),
+                          model_pixel_nm=px, device=dev, amp=dev.type == "cuda",
+                          progress=progress)
+
+
+

@@ -1,0 +1,150 @@
+"""The Strategy interface and the Domains every strategy receives.
+
+``Domains.target_train`` and ``Domains.target_test`` are
+:class:`~domadapt.data.volume.UnlabeledVolume` objects: they have no mask
+attribute, so no strategy can reach target labels. The pipeline keeps those
+labels aside and uses them once, to score the final prediction.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from domadapt.config import RunConfig
+from domadapt.data.augment import augment_batch
+from domadapt.data.patches import PatchSampler
+from domadapt.data.volume import UnlabeledVolume, Volume
+from domadapt.errors import ConfigError
+from domadapt.models.unet import build_unet
+from domadapt.training.checkpoint import load_checkpoint
+from domadapt.training.losses import segmentation_loss
+from domadapt.training.monitors import Monitor, SourceValMonitor, TargetPreviewMonitor
+from domadapt.training.optim import make_optimizer, make_scheduler
+from domadapt.training.trainer import Objective, Stage, StageResult, Trainer
+
+
+@dataclass
+class Domains:
+    """Prepared volumes (normalised, at the common pixel size) in the split vocabulary."""
+
+    source_train: Volume
+    source_val: Volume | None
+    target_train: UnlabeledVolume
+    target_test: UnlabeledVolume
+
+
+@dataclass
+class StrategyContext:
+    config: RunConfig
+    trainer: Trainer
+    device: torch.device
+    run_dir: Path
+
+
+@dataclass
+class FitResult:
+    """The chosen segmentation model and how it was chosen.
+
+    ``model`` maps normalised (B, 1, H, W) tiles at the common pixel size to
+    logits.
+    """
+
+    model: nn.Module
+    checkpoint: Path
+    criterion: str
+    selected_step: int
+    selected_epoch: int
+    stages: list[StageResult] = field(default_factory=list)
+
+
+class Strategy(ABC):
+    """An adaptation method: one file in strategies/ and one YAML in configs/methods/."""
+
+    name: str = "strategy"
+
+    @abstractmethod
+    def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
+        """Train through ``ctx.trainer`` and return the label-free chosen model."""
+
+
+# ---------------------------------------------------------------------- shared building blocks
+
+
+def build_monitors(cfg: RunConfig, domains: Domains) -> list[Monitor]:
+    """The monitors named in ``selection.monitors``, built on the right splits."""
+    loss_fn = segmentation_loss(cfg.train.loss)
+    factories: dict[str, Callable[[], Monitor | None]] = {
+        "source_val": lambda: (SourceValMonitor(domains.source_val, loss_fn)
+                               if domains.source_val is not None else None),
+        "target_preview": lambda: TargetPreviewMonitor(
+            domains.target_train, cfg.selection.target_slices, cfg.seed),
+    }
+    monitors = []
+    for name in cfg.selection.monitors:
+        if name not in factories:
+            raise ConfigError(
+                f"Unknown monitor '{name}' in selection.monitors; valid: {', '.join(factories)}."
+            )
+        monitor = factories[name]()
+        if monitor is not None:
+            monitors.append(monitor)
+    return monitors
+
+
+def new_segmentation_net(cfg: RunConfig) -> nn.Module:
+    """A freshly initialised U-Net; the seed fixes its weights."""
+    torch.manual_seed(cfg.seed)
+    m = cfg.model
+    return build_unet(m.arch, m.width, m.depth, m.norm)
+
+
+def source_sampler(cfg: RunConfig, domains: Domains) -> PatchSampler:
+    d = cfg.data
+    return PatchSampler([domains.source_train.image], [domains.source_train.mask],
+                        d.patch_size, d.batch_size, d.foreground_patch_prob, cfg.seed)
+
+
+def segmentation_objective(loss_name: str) -> Objective:
+    """Supervised loss of the ``net`` module on a labeled batch."""
+    loss_fn = segmentation_loss(loss_name)
+
+    def loss(modules, batch, scratch):
+        value = loss_fn(modules["net"](batch["image"]), batch["mask"])
+        return value, {"seg_loss": value.item()}
+
+    return Objective(loss)
+
+
+def segmentation_stage(name: str, net: nn.Module, cfg: RunConfig, domains: Domains,
+                       sampler: PatchSampler, steps: int | None = None) -> Stage:
+    """A supervised stage on labeled patches, evaluated by the configured monitors."""
+    t = cfg.train
+    steps = steps if steps is not None else t.steps
+    optimizer = make_optimizer(net.parameters(), t)
+    monitors = build_monitors(cfg, domains)
+    return Stage(
+        name=name, modules={"net": net}, optimizers={"main": optimizer},
+        objectives=[segmentation_objective(t.loss)],
+        batches=sampler.sample,
+        transform=lambda batch, g: augment_batch(batch, cfg.augment, g),
+        steps=steps, eval_every=t.eval_every, monitors=monitors, predictor="net",
+        stop_metric=cfg.selection.criterion if t.patience else None, patience=t.patience,
+        schedulers={"main": make_scheduler(optimizer, t, steps)},
+        grad_clip=t.grad_clip, log_every=t.log_every, image_every=t.image_every,
+    )
+
+
+def select(result: StageResult, net: nn.Module, criterion: str) -> FitResult:
+    """Load the checkpoint that ``criterion`` chose into ``net``."""
+    path = result.best_path(criterion)
+    payload = load_checkpoint(path)
+    net.load_state_dict(payload["modules"]["net"])
+    net.eval()
+    info = result.best[criterion]
+    return FitResult(net, path, criterion, int(info["step"]), int(info["epoch"]), [result])

@@ -1,0 +1,57 @@
+"""Checkpoint files: plain dicts, written atomically, loadable with ``weights_only=True``.
+
+A checkpoint carries everything needed to predict with it (model spec and
+weights, the pixel size and normalisation it was trained with, the resolved
+config as plain data, the package version), so ``domadapt predict`` needs
+nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from domadapt.errors import CheckpointError
+
+FORMAT = "domadapt-checkpoint-v1"
+
+
+def package_version() -> str:
+    from domadapt import __version__
+
+    return __version__
+
+
+def save_atomic(payload: dict, path: str | Path) -> Path:
+    """Write to ``<path>.partial`` then rename: a killed write never leaves a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load and check one of our checkpoints; anything else is a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
+            OSError) as exc:
+        kind = "truncated or corrupt" if "zip" in str(exc).lower() or isinstance(
+            exc, (EOFError, zipfile.BadZipFile)) else "not a domadapt checkpoint"
+        raise CheckpointError(f"Checkpoint '{path}' is {kind} and cannot be loaded.") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"'{path}' is not a domadapt checkpoint (no '{FORMAT}' marker).")
+    return payload

@@ -1,0 +1,154 @@
+"""What the trainer can watch during a stage.
+
+A monitor evaluates the current model and returns named metrics plus optional
+image grids. Each monitor *declares* the direction of the metrics it can be
+selected on (``"max"`` or ``"min"``); metrics without a declared direction
+are logged only and can neither stop training nor choose a checkpoint. The
+direction is never implied by a metric's name.
+
+Monitors of the target domain receive an
+:class:`~domadapt.data.volume.UnlabeledVolume`, which has no mask attribute:
+they cannot read target labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from domadapt.data.volume import IGNORE_LABEL, UnlabeledVolume, Volume
+from domadapt.inference import predict_slice
+from domadapt.metrics import segmentation_scores
+
+Direction = str  # "max" or "min"
+
+
+@dataclass
+class EvalContext:
+    """What a monitor may use: the stage's modules and the segmentation predictor."""
+
+    modules: dict[str, nn.Module]
+    predictor: nn.Module | None
+    device: torch.device
+    amp: bool
+    step: int
+    want_images: bool = True
+    tile: int = 256
+    overlap: int = 32
+    batch_size: int = 8
+
+
+@dataclass
+class MonitorResult:
+    metrics: dict[str, float]
+    images: dict[str, torch.Tensor] = field(default_factory=dict)  # tag -> (3, H, W) in [0, 1]
+
+
+class Monitor:
+    """Base class: subclasses set ``name``, ``directions`` and implement ``evaluate``."""
+
+    name: str = "monitor"
+    directions: dict[str, Direction] = {}
+
+    def evaluate(self, ctx: EvalContext) -> MonitorResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def predict_stack(ctx: EvalContext, images: np.ndarray) -> np.ndarray:
+    """Probabilities (Z, Y, X) of the stage's predictor on normalised slices."""
+    model = ctx.predictor
+    if model is None:
+        raise ValueError("This monitor needs a segmentation predictor in the stage.")
+    was_training = model.training
+    model.eval()
+    try:
+        return np.stack([
+            predict_slice(model, np.asarray(im, np.float32), tile=ctx.tile, overlap=ctx.overlap,
+                          batch_size=ctx.batch_size, device=ctx.device, amp=ctx.amp)
+            for im in images
+        ])
+    finally:
+        model.train(was_training)
+
+
+def image_grid(image: np.ndarray, prob: np.ndarray, mask: np.ndarray | None = None,
+               max_side: int = 384) -> torch.Tensor:
+    """Input | prediction | overlay, side by side, as a (3, H, 3W) tensor in [0, 1].
+
+    The overlay shows the prediction in magenta and, where labels exist, the
+    ground truth in green (their overlap appears white-ish).
+    """
+    step = max(1, int(np.ceil(max(image.shape) / max_side)))
+    image, prob = image[::step, ::step], prob[::step, ::step]
+    grey = np.clip(image, 0, 1)
+    pred = (prob >= 0.5).astype(np.float32)
+    overlay = np.stack([grey, grey, grey])
+    overlay[0] = np.maximum(overlay[0], 0.8 * pred)
+    overlay[2] = np.maximum(overlay[2], 0.8 * pred)
+    if mask is not None:
+        overlay[1] = np.maximum(overlay[1], 0.8 * (mask[::step, ::step] == 1))
+    panels = [np.stack([grey] * 3), np.stack([prob] * 3), overlay]
+    return torch.from_numpy(np.concatenate(panels, axis=2).astype(np.float32))
+
+
+class SourceValMonitor(Monitor):
+    """Loss and IoU on the held-out labeled source slices (source_val)."""
+
+    name = "source_val"
+    directions = {"source_val_iou": "max", "source_val_loss": "min"}
+
+    def __init__(self, volume: Volume, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        self.volume, self.loss_fn = volume, loss_fn
+
+    def evaluate(self, ctx: EvalContext) -> MonitorResult:
+        prob = predict_stack(ctx, self.volume.image)
+        scores = segmentation_scores(prob, self.volume.mask)
+        logits = torch.logit(torch.from_numpy(prob), eps=1e-6)[:, None]
+        loss = float(self.loss_fn(logits, torch.from_numpy(self.volume.mask)[:, None]))
+        metrics = {"source_val_iou": scores["iou"], "source_val_dice": scores["dice"],
+                   "source_val_loss": loss}
+        images = {}
+        if ctx.want_images:
+            z = _most_foreground_slice(self.volume.mask)
+            images["source_val"] = image_grid(self.volume.image[z], prob[z], self.volume.mask[z])
+        return MonitorResult(metrics, images)
+
+
+def _most_foreground_slice(mask: np.ndarray) -> int:
+    labeled = np.where(mask == IGNORE_LABEL, 0, mask)
+    return int(labeled.reshape(len(mask), -1).sum(1).argmax())
+
+
+def fixed_slice_sample(volume: UnlabeledVolume, n: int, seed: int) -> np.ndarray:
+    """Indices of a fixed, seeded sample of z-slices (sorted), the same at every evaluation."""
+    depth = volume.shape[0]
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(depth, size=min(n, depth), replace=False))
+
+
+class TargetPreviewMonitor(Monitor):
+    """Predicts a fixed sample of unlabeled target slices for TensorBoard.
+
+    Its one metric, the predicted foreground fraction, has no direction: it
+    describes the model, it does not judge it.
+    """
+
+    name = "target_preview"
+    directions: dict[str, Direction] = {}
+
+    def __init__(self, volume: UnlabeledVolume, n_slices: int = 4, seed: int = 0) -> None:
+        self.volume = volume
+        self.slices = fixed_slice_sample(volume, n_slices, seed)
+
+    def evaluate(self, ctx: EvalContext) -> MonitorResult:
+        images = self.volume.image[self.slices]
+        prob = predict_stack(ctx, images)
+        metrics = {"target_fg_fraction": float((prob >= 0.5).mean())}
+        grids = {}
+        if ctx.want_images:
+            grids["target_train"] = image_grid(images[0], prob[0])
+        return MonitorResult(metrics, grids)

@@ -1,0 +1,69 @@
+"""Render one slice of every synthetic domain side by side into docs/synthetic_domains.png.
+
+Why: the synthetic domains stand in for real EM, so their look must be checked
+by eye; every panel covers the same physical field of view, so the panels also
+show how mitochondria sizes in pixels differ between voxel sizes.
+
+Usage: python tools/make_synthetic_montage.py [--out docs/synthetic_domains.png] [--seed 0]
+Needs matplotlib (a tool-only dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from domadapt.data.synthetic import domain_names, get_domain, make_volume  # noqa: E402
+
+#: Physical field of view (nm) shown for every domain.
+FIELD_NM = 1500.0
+
+
+def slice_of(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Middle slice of a volume covering FIELD_NM in y and x at the domain's voxel size."""
+    vox = get_domain(name).geometry.voxel_size_nm
+    n = int(round(FIELD_NM / vox[2]))
+    vol = make_volume(name, "train", shape=(3, n, n), seed=seed)
+    return vol.image[1], vol.mask[1], vox
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Grey image with the mitochondria mask tinted red and outlined."""
+    rgb = np.repeat(image[..., None] / 255.0, 3, axis=-1)
+    m = mask == 1
+    rgb[m] = 0.55 * rgb[m] + 0.45 * np.array([1.0, 0.1, 0.1])
+    return rgb
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/synthetic_domains.png"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    names = domain_names()
+    fig, axes = plt.subplots(2, len(names), figsize=(3.4 * len(names), 7.0), squeeze=False)
+    for col, name in enumerate(names):
+        image, mask, vox = slice_of(name, args.seed)
+        axes[0, col].imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="lanczos")
+        axes[0, col].set_title(f"{name}\n{vox[0]:g}x{vox[1]:g}x{vox[2]:g} nm, "
+                               f"{image.shape[0]} px", fontsize=9)
+        axes[1, col].imshow(overlay(image, mask), interpolation="lanczos")
+        axes[1, col].set_title(f"mitochondria {100 * (mask == 1).mean():.1f}%", fontsize=9)
+        for ax in axes[:, col]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"Synthetic EM domains, {FIELD_NM / 1000:g} um field of view", fontsize=11)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    main()

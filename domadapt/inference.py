@@ -112,13 +112,16 @@ def predict_slice(
     ys = tile_starts(padded.shape[0], tile, tile - overlap)
     xs = tile_starts(padded.shape[1], tile, tile - overlap)
     corners = [(y, x) for y in ys for x in xs]
+    windows: dict[tuple[bool, ...], np.ndarray] = {}  # at most 9 distinct tapers
     for first in range(0, len(corners), batch_size):
         batch_corners = corners[first:first + batch_size]
         batch = np.stack([padded[y:y + tile, x:x + tile] for y, x in batch_corners])
         probs = _run_model(model, batch, device, amp)
         for (y, x), prob in zip(batch_corners, probs):
             taper = (y != ys[0], y != ys[-1], x != xs[0], x != xs[-1])
-            window = blend_window(tile, overlap, taper)
+            if taper not in windows:
+                windows[taper] = blend_window(tile, overlap, taper)
+            window = windows[taper]
             prob_sum[y:y + tile, x:x + tile] += prob * window
             weight_sum[y:y + tile, x:x + tile] += window
     return (prob_sum / weight_sum)[:height, :width]

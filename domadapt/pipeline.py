@@ -98,11 +98,13 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
 def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dict:
     run_dir = run_dir_for(cfg)
     strategy = get_strategy(cfg.method)
+    if dist.is_main and run_dir.exists() and not (resume or overwrite):
+        prepare_run_dir(run_dir, resume, overwrite)  # refuse before any slow work
+    data = prepare_data(cfg)  # bad data fails here, before the run folder is touched
     if dist.is_main:
         prepare_run_dir(run_dir, resume, overwrite)
         save_config(cfg, run_dir / "config.yaml")
     barrier(dist)
-    data = prepare_data(cfg)
     domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, resume=resume,
                       extra=checkpoint_extra(cfg, data), progress=progress, dist=dist,

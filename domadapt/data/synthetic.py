@@ -140,6 +140,12 @@ def _steps(vox: np.ndarray) -> tuple[int, int, int]:
     return max(1, int(round(_COARSE * vox[1] / vox[0]))), _COARSE, _COARSE
 
 
+def _axis(n: int, step: float, axis: int, start: int = 0, stride: int = 1) -> np.ndarray:
+    """Physical coordinates (float32) of voxels along one axis, shaped to broadcast in 3D."""
+    coords = np.arange(start, n, stride, dtype=np.float32) * np.float32(step)
+    return coords.reshape([-1 if k == axis else 1 for k in range(3)])
+
+
 def _upsample(a: np.ndarray, shape, steps, nearest: bool = False) -> np.ndarray:
     """Linear (or nearest) interpolation from a coarse grid with ``steps`` to full resolution."""
     for axis, (n, step) in enumerate(zip(shape, steps)):
@@ -163,8 +169,8 @@ def _walls(pos, pairs, seeds, weights) -> tuple[np.ndarray, np.ndarray]:
     e, u = [], []
     for lbl in pairs:
         vec = [pk - seeds[lbl, k] for k, pk in enumerate(pos)]
-        d = np.sqrt(sum(v * v for v in vec)) + 1e-3
-        e.append(d - weights[lbl].astype(np.float32))
+        d = np.sqrt(sum(v * v for v in vec)) + np.float32(1e-3)
+        e.append(d - weights[lbl])
         u.append([v / d for v in vec])
     grad = np.sqrt(sum((ub - ua) ** 2 for ua, ub in zip(*u)))
     wall = np.abs(e[1] - e[0]) / np.maximum(grad, 0.2)
@@ -204,14 +210,17 @@ class _Builder:
         warp = [geo.membrane_wobble_nm * _smooth_noise(cshape, sigma, rng) for _ in range(3)]
         axes = [np.arange(c) * s * v for c, s, v in zip(cshape, steps, self.vox)]
         p = (np.stack(np.meshgrid(*axes, indexing="ij"), -1) + np.stack(warp, -1)) * squash
-        _, idx = cKDTree(seeds).query(p.reshape(-1, 3), k=min(10, n))
-        e = np.linalg.norm(p.reshape(-1, 1, 3) - seeds[idx], axis=-1) - weights[idx]
-        pairs = np.take_along_axis(idx, np.argsort(e, 1)[:, :2], 1).astype(np.int32)
-        pairs = [_upsample(pairs[:, k].reshape(cshape), self.shape, steps, True) for k in (0, 1)]
-        pos = [((np.arange(n) * v).reshape([-1 if j == k else 1 for j in range(3)])
-                + _upsample(w, self.shape, steps)) * q
+        _, idx = cKDTree(seeds).query(p.reshape(-1, 3), k=min(6, n))
+        e = np.sqrt(((p.reshape(-1, 1, 3) - seeds[idx]) ** 2).sum(-1)) - weights[idx]
+        first = np.argmin(e, 1)
+        e[np.arange(len(e)), first] = np.inf
+        pairs = [np.take_along_axis(idx, k[:, None], 1).astype(np.int32).reshape(cshape)
+                 for k in (first, np.argmin(e, 1))]
+        pairs = [_upsample(k, self.shape, steps, True) for k in pairs]
+        pos = [(_axis(n, float(v), k) + _upsample(w, self.shape, steps)) * float(q)
                for k, (n, v, w, q) in enumerate(zip(self.shape, self.vox, warp, squash))]
-        self.memdist, owner = _walls(pos, pairs, seeds.astype(np.float32), weights)
+        f32 = np.float32
+        self.memdist, owner = _walls(pos, pairs, seeds.astype(f32), weights.astype(f32))
         self.tone = rng.uniform(-1, 1, n).astype(np.float32)[owner]
         strength = _smooth_noise(cshape, [s / 3 for s in sigma], rng)
         strength = 0.75 + 0.25 * _upsample(strength, self.shape, steps)
@@ -233,23 +242,21 @@ class _Builder:
                 return (np.array(i) + self.rng.uniform(0, 1, 3)) * self.vox
         return None
 
-    def box(self, pts: np.ndarray, reach: float):
+    def box(self, pts: np.ndarray, reach: float, strides=(1, 1, 1)):
         """Slices and open physical coordinate grids of the voxels within ``reach`` of pts."""
         lo = np.maximum(np.floor((pts.min(0) - reach) / self.vox).astype(int), 0)
         hi = np.minimum(np.ceil((pts.max(0) + reach) / self.vox).astype(int) + 1, self.shape)
         if np.any(hi <= lo):
             return None, None
-        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-        grids = [(np.arange(a, b) * v).reshape([-1 if k == j else 1 for k in range(3)])
-                 for j, (a, b, v) in enumerate(zip(lo, hi, self.vox))]
+        sl = tuple(slice(a, b, s) for a, b, s in zip(lo, hi, strides))
+        grids = [_axis(b, v, j, a, s) for j, (a, b, s, v) in enumerate(zip(lo, hi, strides, self.vox))]
         return sl, grids
 
     def clear(self, sl, region: np.ndarray) -> bool:
         """True when a region stays off occupied voxels and away from membranes."""
         if self.occupied[sl][region].any():
             return False
-        return bool(self.memdist[sl][region].min(initial=np.inf) > self.geo.membrane_nm / 2
-                    + _GAP_NM)
+        return bool(self.memdist[sl][region].min(initial=np.inf) > self.geo.membrane_nm / 2)
 
     # -- objects ------------------------------------------------------------------------
     def mitochondria(self) -> None:
@@ -261,28 +268,37 @@ class _Builder:
             filled += self.one_mito()
 
     def one_mito(self) -> int:
+        """Try one mitochondrion; returns its voxel count (0 when it did not fit)."""
         geo, rng = self.geo, self.rng
-        r = rng.uniform(*geo.mito_width_nm) / 2
-        c = self.site(geo.mito_width_nm[0] / 2 + geo.membrane_nm + _GAP_NM)
+        c = self.site(geo.mito_width_nm[0] / 2 + geo.membrane_nm + 2 * _GAP_NM)
         if c is None:
             return 0
-        r = min(r, self.lookup(c) - geo.membrane_nm - _GAP_NM)
+        r = min(rng.uniform(*geo.mito_width_nm) / 2, self.lookup(c) - geo.membrane_nm - 2 * _GAP_NM)
         u = _unit(rng.standard_normal(3))
         ends = [self.grow(c, s * u, rng.uniform(*geo.mito_length_nm) / 2 - r, r) for s in (1, -1)]
         bend = np.cross(u, _unit(rng.standard_normal(3))) * rng.uniform(0, 0.15)
         pts = np.array([ends[1], c + bend * np.linalg.norm(ends[0] - ends[1]), ends[0]])
-        sl, g = self.box(pts, r + _GAP_NM + geo.mito_rim_nm)
-        if sl is None:
-            return 0
+        sl, g = self.box(pts, 1.1 * r + _GAP_NM, _steps(self.vox))
+        if sl is None or not self.clear(sl, _polyline(g, pts)[0] < 1.1 * r + _GAP_NM):
+            return 0  # cheap strided pre-check before the full-resolution one
+        sl, g = self.box(pts, 1.1 * r + _GAP_NM + geo.mito_rim_nm)
         dist, axial = _polyline(g, pts)
+        r = r * (1 + 0.1 * np.sin(axial / (0.5 * r) + rng.uniform(0, 2 * np.pi)))
         if not self.clear(sl, dist < r + _GAP_NM):
             return 0
-        inside, depth = dist < r, r - dist
-        w = geo.mito_rim_nm / 2
+        return self.draw_mito(sl, g, dist, axial, r, pts[1], u)
+
+    def draw_mito(self, sl, g, dist, axial, r, c, u) -> int:
+        """Write mask, double membrane and cristae (tilted lamellae across the long axis)."""
+        geo, rng = self.geo, self.rng
+        inside, depth, w = dist < r, r - dist, geo.mito_rim_nm / 2
         np.maximum(self.rim[sl], np.exp(-(((depth - w) / w) ** 2)), out=self.rim[sl])
-        phase = 2 * np.pi * (axial / geo.cristae_period_nm + 0.4 * (dist / r) ** 2
-                             + rng.uniform())
-        stripes = np.clip((np.cos(phase) - 0.55) / 0.45, 0, 1) * (depth > 1.5 * geo.mito_rim_nm)
+        v = _unit(np.cross(u, rng.standard_normal(3)))
+        tilt = rng.uniform(0.15, 0.6)
+        across = sum((gk - ck) * vk for gk, ck, vk in zip(g, c, v))
+        phase = 2 * np.pi * (axial * np.cos(tilt) + across * np.sin(tilt)) / geo.cristae_period_nm
+        stripes = np.clip((np.cos(phase + rng.uniform(0, 6.3)) - 0.5) / 0.5, 0, 1)
+        stripes *= depth > 1.5 * geo.mito_rim_nm
         self.cristae[sl] = np.where(inside, stripes, self.cristae[sl])
         self.mask[sl] |= inside
         self.occupied[sl] |= dist < r + _GAP_NM
@@ -292,7 +308,7 @@ class _Builder:
         """Extend an axis from c along u while the tube of radius r stays in its cell."""
         step, reach = max(r / 2, 10.0), 0.0
         while reach + step <= half:
-            if self.lookup(c + (reach + step) * u) < r + self.geo.membrane_nm + _GAP_NM:
+            if self.lookup(c + (reach + step) * u) < 1.1 * r + self.geo.membrane_nm + 2 * _GAP_NM:
                 break
             reach += step
         return c + reach * u

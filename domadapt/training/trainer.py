@@ -165,7 +165,7 @@ class Trainer:
                 loss, parts = objective.loss(wrapped, batch, scratch)
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"Stage '{stage.name}' stopped: the loss became {float(loss)} at step "
+                    f"Stage '{stage.name}' stopped: the loss became {float(loss.detach())} at step "
                     f"{step + 1}; lower train.lr or check the input data. The last good "
                     f"checkpoint is in {self.run_dir / 'checkpoints' / stage.name}."
                 )

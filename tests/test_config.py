@@ -1,0 +1,78 @@
+"""Configs: merge order, validation that names the offending key, presets."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from domadapt.config import RunConfig, build_config, parse_set, save_config
+from domadapt.errors import ConfigError
+
+
+def test_merge_order_defaults_profile_method_file_set_flags(tmp_path):
+    file = tmp_path / "extra.yaml"
+    file.write_text("train:\n  steps: 7\n  lr: 0.01\n")
+    cfg = build_config(profile="smoke", config_file=file, overrides=["train.lr=0.5"],
+                       flags={"seed": 3})
+    assert cfg.data.patch_size == 64  # profile beats the dataclass default
+    assert cfg.train.steps == 7  # file beats profile
+    assert cfg.train.lr == 0.5  # --set beats file
+    assert cfg.seed == 3
+    assert cfg.data.pixel_size_nm == 10.0  # untouched default
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="train.stpes"):
+        build_config(profile="smoke", overrides=["train.stpes=3"])
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match="train.steps.*int"):
+        build_config(profile="smoke", overrides=["train.steps=many"])
+    with pytest.raises(ConfigError, match="model.norm"):
+        build_config(profile="smoke", overrides=["model.norm=layer"])
+    with pytest.raises(ConfigError, match="train.amp"):
+        build_config(profile="smoke", overrides=["train.amp=3"])
+
+
+def test_int_is_accepted_for_float_but_not_the_reverse():
+    assert build_config(profile="smoke", overrides=["train.lr=1"]).train.lr == 1.0
+    with pytest.raises(ConfigError, match="train.steps"):
+        build_config(profile="smoke", overrides=["train.steps=2.5"])
+
+
+def test_unknown_profile_and_method_list_valid_names():
+    with pytest.raises(ConfigError, match="valid profiles: .*cpu-quick"):
+        build_config(profile="nope")
+    with pytest.raises(ConfigError, match="valid methods: .*baseline"):
+        build_config(method="nope")
+
+
+def test_value_checks():
+    with pytest.raises(ConfigError, match="patch_size"):
+        build_config(profile="smoke", overrides=["data.patch_size=60"])
+    with pytest.raises(ConfigError, match="train.steps"):
+        build_config(profile="smoke", overrides=["train.steps=0"])
+
+
+def test_parse_set_types():
+    assert parse_set(["a.b=1", "a.c=1e-3", "d=[1, 2]", "e=null", "f=text"]) == {
+        "a": {"b": 1, "c": 1e-3}, "d": [1, 2], "e": None, "f": "text"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_set(["novalue"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = build_config(profile="smoke", overrides=["train.steps=5"])
+    save_config(cfg, tmp_path / "c.yaml")
+    again = build_config(profile="smoke", config_file=tmp_path / "c.yaml")
+    assert again == cfg
+    assert isinstance(yaml.safe_load((tmp_path / "c.yaml").read_text()), dict)
+    assert RunConfig().method == "baseline"
+
+
+def test_invalid_yaml_file_is_one_sentence(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        build_config(profile="smoke", config_file=bad)

@@ -1,0 +1,96 @@
+"""`domadapt run` end to end on tiny synthetic domains."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import tifffile
+import yaml
+
+from domadapt.data.volume import UnlabeledVolume
+from domadapt.errors import RunFolderError
+from domadapt.pipeline import run, run_dir_for
+from domadapt.strategies import baseline
+from domadapt.strategies.base import Domains
+
+REQUIRED_KEYS = {"target_iou", "target_dice", "target_iou_slice_mean", "source_val_iou",
+                 "selected_epoch", "selection_criterion", "wall_time_s", "device", "method",
+                 "source", "target", "seed"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from domadapt.config import build_config
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = build_config(profile="smoke", overrides=["train.threads=1"], flags={"out": str(out)})
+    return cfg, run(cfg, progress=False)
+
+
+def test_run_folder_layout_and_metrics(finished_run):
+    cfg, metrics = finished_run
+    folder = run_dir_for(cfg)
+    assert REQUIRED_KEYS <= set(metrics)
+    assert json.loads((folder / "metrics.json").read_text()) == metrics
+    assert 0.0 <= metrics["target_iou"] <= 1.0 and metrics["method"] == "baseline"
+    resolved = yaml.safe_load((folder / "config.yaml").read_text())
+    assert resolved["train"]["steps"] == cfg.train.steps and resolved["profile"] == "smoke"
+    assert list((folder / "tb" / "segmentation").glob("events.out.tfevents.*"))
+    assert (folder / "checkpoints/segmentation/last.pt").is_file()
+    assert (folder / "checkpoints/segmentation/best-source_val_iou.pt").is_file()
+    assert "IoU" in (folder / "report.md").read_text()
+    prob = tifffile.imread(folder / "predictions/target_test_prob.tif")
+    assert prob.dtype == "uint8" and prob.ndim == 3
+    assert not list(folder.rglob("*.partial"))
+
+
+def test_existing_run_folder_is_refused(finished_run):
+    cfg, _ = finished_run
+    with pytest.raises(RunFolderError, match="--resume"):
+        run(cfg, progress=False)
+
+
+def test_resume_of_finished_run_reproduces_metrics(finished_run):
+    cfg, metrics = finished_run
+    again = run(cfg, resume=True, progress=False)
+    for key in ("target_iou", "target_dice", "selected_step", "source_val_iou"):
+        assert again[key] == metrics[key]
+
+
+def test_same_command_twice_gives_same_metrics(finished_run, tiny_config):
+    _, metrics = finished_run
+    again = run(tiny_config(), progress=False)
+    assert again["target_iou"] == metrics["target_iou"]
+    assert again["source_val_iou"] == metrics["source_val_iou"]
+
+
+def test_strategies_never_see_target_labels(tiny_config, monkeypatch):
+    seen = {}
+    original = baseline.Baseline.fit
+
+    def spy(self, domains: Domains, ctx):
+        seen["domains"] = domains
+        return original(self, domains, ctx)
+
+    monkeypatch.setattr(baseline.Baseline, "fit", spy)
+    run(tiny_config("train.steps=2", "train.eval_every=2"), progress=False)
+    domains = seen["domains"]
+    for split in (domains.target_train, domains.target_test):
+        assert isinstance(split, UnlabeledVolume)
+        assert not hasattr(split, "mask")
+    assert domains.source_train.mask is not None
+
+
+def test_unlabeled_user_target_reports_no_iou(tiny_config, tmp_path):
+    from domadapt.data.synthetic import make_volume
+
+    vol = make_volume("synth-vnc", "test", shape=(3, 96, 96))
+    path = tmp_path / "my_target.tif"
+    tifffile.imwrite(path, vol.image, photometric="minisblack")
+    cfg = tiny_config("train.steps=2", "train.eval_every=2", target=str(path),
+                      data={"target_voxel_size": [45.0, 4.6, 4.6]})
+    metrics = run(cfg, progress=False)
+    assert metrics["target_iou"] is None and metrics["target_labels"] is False
+    assert (run_dir_for(cfg) / "predictions/target_test_prob.tif").is_file()
+    assert run_dir_for(cfg).parent.parent.name == "synth-hippocampus-to-my_target"

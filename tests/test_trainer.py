@@ -1,0 +1,115 @@
+"""The shared trainer: resume, NaN stop, early stopping, best-per-monitor checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from domadapt.errors import TrainingError
+from domadapt.training.checkpoint import load_checkpoint
+from domadapt.training.monitors import Monitor, MonitorResult
+from domadapt.training.optim import make_optimizer, make_scheduler
+from domadapt.config import TrainConfig
+from domadapt.training.trainer import Objective, Stage, Trainer
+
+
+class ScriptedMonitor(Monitor):
+    """Returns a scripted value per evaluation (and the parameter norm, undirected)."""
+
+    name = "scripted"
+    directions = {"score": "max", "error": "min"}
+
+    def __init__(self, values):
+        self.values, self.calls = list(values), 0
+
+    def evaluate(self, ctx):
+        value = self.values[min(self.calls, len(self.values) - 1)]
+        self.calls += 1
+        norm = float(sum(p.norm() for p in ctx.modules["net"].parameters()))
+        return MonitorResult({"score": value, "error": -value, "param_norm": norm})
+
+
+def _stage(steps=20, eval_every=5, values=(0.1,) * 10, fail_at=None, nan_at=None,
+           patience=0, stop_metric=None):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 1))
+    cfg = TrainConfig(steps=steps, lr=0.01, warmup_steps=2)
+    opt = make_optimizer(net.parameters(), cfg)
+
+    def batches(g):
+        x = torch.rand(2, 1, 16, 16, generator=g)
+        return {"image": x, "target": (x > 0.5).float()}
+
+    def loss(modules, batch, scratch):
+        if fail_at is not None and scratch["step"] == fail_at:
+            raise KeyboardInterrupt  # a kill in the middle of a step
+        out = modules["net"](batch["image"])
+        value = nn.functional.binary_cross_entropy_with_logits(out, batch["target"])
+        if nan_at is not None and scratch["step"] >= nan_at:
+            value = value * float("nan")
+        return value, {"bce": value.item()}
+
+    return Stage("toy", {"net": net}, {"main": opt}, [Objective(loss)], batches, steps,
+                 eval_every, [ScriptedMonitor(values)], predictor=None,
+                 stop_metric=stop_metric, patience=patience,
+                 schedulers={"main": make_scheduler(opt, cfg, steps)}, log_every=5)
+
+
+def _trainer(path, resume=False):
+    return Trainer(path, torch.device("cpu"), seed=1, resume=resume, progress=False)
+
+
+def test_resume_after_kill_gives_identical_weights_and_history(tmp_path):
+    full = _trainer(tmp_path / "a").fit(_stage())
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tmp_path / "b").fit(_stage(fail_at=13))
+    partial = load_checkpoint(tmp_path / "b/checkpoints/toy/last.pt")
+    assert partial["step"] == 10 and not partial["finished"]
+    resumed = _trainer(tmp_path / "b", resume=True).fit(_stage())
+    a = load_checkpoint(tmp_path / "a/checkpoints/toy/last.pt")["modules"]["net"]
+    b = load_checkpoint(tmp_path / "b/checkpoints/toy/last.pt")["modules"]["net"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    drop_scripted = [{k: v for k, v in r.items() if k != "score" and k != "error"}
+                     for r in full.history]
+    assert drop_scripted == [{k: v for k, v in r.items() if k != "score" and k != "error"}
+                             for r in resumed.history]
+
+
+def test_resume_of_finished_stage_does_not_train_again(tmp_path):
+    first = _trainer(tmp_path).fit(_stage())
+    again = _trainer(tmp_path, resume=True).fit(_stage())
+    assert again.history == first.history and again.last_step == 20
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingError, match="loss became nan at step 13"):
+        _trainer(tmp_path).fit(_stage(nan_at=12))
+    assert load_checkpoint(tmp_path / "checkpoints/toy/last.pt")["step"] == 10
+
+
+def test_best_checkpoint_per_monitor_and_direction(tmp_path):
+    values = [0.2, 0.5, 0.4, 0.3]
+    result = _trainer(tmp_path).fit(_stage(values=values))
+    assert result.best["score"]["step"] == 10  # max of score
+    assert result.best["error"]["step"] == 10  # min of -score
+    best = load_checkpoint(result.best_path("score"))
+    assert best["step"] == 10
+    assert {p.name for p in (tmp_path / "checkpoints/toy").glob("step-*.pt")} == {
+        f"step-{s:07d}.pt" for s in (5, 10, 15, 20)}
+    assert (tmp_path / "checkpoints/toy/history.json").is_file()
+    assert any((tmp_path / "tb/toy").iterdir())
+
+
+def test_early_stopping_with_patience(tmp_path):
+    values = [0.5, 0.4, 0.3, 0.2]
+    result = _trainer(tmp_path).fit(_stage(steps=40, values=values, patience=2,
+                                           stop_metric="score"))
+    assert result.stopped_early and result.last_step == 15
+    assert result.best["score"]["step"] == 5
+
+
+def test_stop_metric_must_be_declared(tmp_path):
+    with pytest.raises(TrainingError, match="param_norm"):
+        _trainer(tmp_path).fit(_stage(patience=1, stop_metric="param_norm"))

@@ -154,12 +154,19 @@ def _metrics(cfg: RunConfig, fit: FitResult, scores: dict, device, wall: float) 
         "target": cfg.target,
         "seed": cfg.seed,
         "profile": cfg.profile,
+        "world_size": _world_size(),
         "target_labels": bool(scores),
         "target_scores": scores,
         "selected_checkpoint": str(fit.checkpoint),
         "stages": {s.name: {"last_step": s.last_step, "stopped_early": s.stopped_early,
                             "evaluations": len(s.history)} for s in fit.stages},
     }
+
+
+def _world_size() -> int:
+    import torch.distributed as torch_dist
+
+    return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
 
 
 def _device_name(device: torch.device) -> str:

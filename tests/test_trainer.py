@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from domadapt.config import TrainConfig
 from domadapt.errors import TrainingError
 from domadapt.training.checkpoint import load_checkpoint
 from domadapt.training.monitors import Monitor, MonitorResult
 from domadapt.training.optim import make_optimizer, make_scheduler
-from domadapt.config import TrainConfig
 from domadapt.training.trainer import Objective, Stage, Trainer
 
 

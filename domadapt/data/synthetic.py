@@ -29,8 +29,6 @@ from domadapt.errors import ConfigError, DataError
 
 #: Default (z, y, x) shape of a synthetic volume in voxels.
 DEFAULT_SHAPE = (24, 384, 384)
-#: Coarse-grid step (pixels in y/x) for the cell field; see :func:`_cell_fields`.
-_COARSE = 4
 _GAP_NM = 12.0  # minimum clearance between objects and from cell membranes
 Range = tuple[float, float]
 
@@ -128,16 +126,19 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) % 2**64, stream])
 
 
-def _smooth_noise(shape: tuple[int, ...], sigma: tuple[float, ...], rng) -> np.ndarray:
-    """Unit-variance Gaussian-filtered noise (why: cheap stand-in for natural variability)."""
-    sigma = [min(s, n) for s, n in zip(sigma, shape)]  # wider only costs time
-    a = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+def _smooth_noise(shape: tuple[int, ...], sigma, rng) -> np.ndarray:
+    """Unit-variance Gaussian-filtered 3D noise: a cheap stand-in for natural variability.
+
+    Wide filters run on a grid subsampled in y/x and are interpolated back,
+    which looks the same and costs a fraction of full-resolution filtering.
+    """
+    step = int(np.clip(min(sigma[1], sigma[2]) // 2, 1, 8))
+    small = shape if step == 1 else (shape[0],) + tuple((n - 1) // step + 2 for n in shape[1:])
+    sig = [min(s / k, n) for s, k, n in zip(sigma, (1, step, step), small)]
+    a = ndimage.gaussian_filter(rng.standard_normal(small, dtype=np.float32), sig)
+    if step > 1:
+        a = _upsample(a, shape, (1, step, step))
     return a / max(float(a.std()), 1e-6)
-
-
-def _steps(vox: np.ndarray) -> tuple[int, int, int]:
-    """Coarse-grid steps: ``_COARSE`` px in y/x and as many z slices as cover that distance."""
-    return max(1, int(round(_COARSE * vox[1] / vox[0]))), _COARSE, _COARSE
 
 
 def _axis(n: int, step: float, axis: int, start: int = 0, stride: int = 1) -> np.ndarray:
@@ -150,7 +151,7 @@ def _upsample(a: np.ndarray, shape, steps, nearest: bool = False) -> np.ndarray:
     """Linear (or nearest) interpolation from a coarse grid with ``steps`` to full resolution."""
     for axis, (n, step) in enumerate(zip(shape, steps)):
         pos = np.arange(n) / step
-        if nearest:
+        if step == 1 or nearest:
             a = np.take(a, np.rint(pos).astype(int), axis)
             continue
         i = pos.astype(int)
@@ -168,7 +169,7 @@ def _walls(pos, pairs, seeds, weights) -> tuple[np.ndarray, np.ndarray]:
     """
     e, u = [], []
     for lbl in pairs:
-        vec = [pk - seeds[lbl, k] for k, pk in enumerate(pos)]
+        vec = [pk - seeds[:, k][lbl] for k, pk in enumerate(pos)]
         d = np.sqrt(sum(v * v for v in vec)) + np.float32(1e-3)
         e.append(d - weights[lbl])
         u.append([v / d for v in vec])
@@ -196,35 +197,49 @@ class _Builder:
 
         Cells are an additively weighted Voronoi diagram (curved walls, mixed
         sizes like axons next to dendrites) under a smooth random warp, stretched
-        along z like neurites. Which two cells compete is found on a coarse grid
-        (KD-tree); the wall distance is then exact per voxel for that pair.
+        along z like neurites. Walls are exact on a half-resolution grid (see
+        :meth:`candidates` for the coarse pass) and linearly interpolated.
         """
-        geo, rng, steps = self.geo, self.rng, _steps(self.vox)
-        cshape = tuple((n - 1) // s + 2 for n, s in zip(self.shape, steps))
+        geo, rng = self.geo, self.rng
+        mid = (max(1, round(2 * self.vox[1] / self.vox[0])), 2, 2)
+        rel = (max(1, round(4 * self.vox[1] / self.vox[0] / mid[0])), 2, 2)
+        mshape = tuple((n - 1) // m + 2 for n, m in zip(self.shape, mid))
         squash = np.array([1 / geo.cell_elongation, 1.0, 1.0])
         lo, hi = -geo.cell_diameter_nm * squash, self.extent * squash + geo.cell_diameter_nm
         n = rng.poisson(np.prod(hi - lo) / (np.pi / 6 * geo.cell_diameter_nm**3)) + 8
-        seeds = rng.uniform(lo, hi, (n, 3))
-        weights = geo.cell_diameter_nm * 0.5 * rng.random(n) ** 3
-        sigma = [geo.cell_diameter_nm / 3 / (v * s) for v, s in zip(self.vox, steps)]
-        warp = [geo.membrane_wobble_nm * _smooth_noise(cshape, sigma, rng) for _ in range(3)]
-        axes = [np.arange(c) * s * v for c, s, v in zip(cshape, steps, self.vox)]
+        seeds = rng.uniform(lo, hi, (n, 3)).astype(np.float32)
+        weights = (geo.cell_diameter_nm * 0.5 * rng.random(n) ** 3).astype(np.float32)
+        pairs, warp = self.candidates(seeds, weights, squash, mshape, mid, rel)
+        pos = [(_axis(len_, float(v * m), k) + w) * float(q) for k, (len_, v, m, w, q)
+               in enumerate(zip(mshape, self.vox, mid, warp, squash))]
+        wall, owner = _walls(pos, pairs, seeds, weights)
+        strength = 0.75 + 0.25 * _smooth_noise(mshape, (1.5, 6, 6), rng)
+        tone = rng.uniform(-1, 1, n).astype(np.float32)[owner]
+        self.memdist = _upsample(wall, self.shape, mid)
+        self.tone = _upsample(tone, self.shape, mid)
+        self.membrane = np.exp(-((self.memdist / (geo.membrane_nm / 2)) ** 2))
+        self.membrane *= _upsample(strength, self.shape, mid)
+
+    def candidates(self, seeds, weights, squash, mshape, mid, rel) -> tuple[list, list]:
+        """The two nearest (weighted) cells per mid-grid voxel, from a coarse KD-tree pass.
+
+        Also returns the random warp on the mid grid: the same warp must move both
+        passes, or the candidate pairs would not match the walls they bound.
+        """
+        geo, cshape = self.geo, tuple((n - 1) // r + 2 for n, r in zip(mshape, rel))
+        step = self.vox * mid * rel
+        sigma = [geo.cell_diameter_nm / 3 / s for s in step]
+        warp = [geo.membrane_wobble_nm * _smooth_noise(cshape, sigma, self.rng) for _ in range(3)]
+        axes = [np.arange(c) * s for c, s in zip(cshape, step)]
         p = (np.stack(np.meshgrid(*axes, indexing="ij"), -1) + np.stack(warp, -1)) * squash
-        _, idx = cKDTree(seeds).query(p.reshape(-1, 3), k=min(6, n))
+        _, idx = cKDTree(seeds).query(p.reshape(-1, 3), k=min(6, len(seeds)))
         e = np.sqrt(((p.reshape(-1, 1, 3) - seeds[idx]) ** 2).sum(-1)) - weights[idx]
         first = np.argmin(e, 1)
         e[np.arange(len(e)), first] = np.inf
         pairs = [np.take_along_axis(idx, k[:, None], 1).astype(np.int32).reshape(cshape)
                  for k in (first, np.argmin(e, 1))]
-        pairs = [_upsample(k, self.shape, steps, True) for k in pairs]
-        pos = [(_axis(n, float(v), k) + _upsample(w, self.shape, steps)) * float(q)
-               for k, (n, v, w, q) in enumerate(zip(self.shape, self.vox, warp, squash))]
-        f32 = np.float32
-        self.memdist, owner = _walls(pos, pairs, seeds.astype(f32), weights.astype(f32))
-        self.tone = rng.uniform(-1, 1, n).astype(np.float32)[owner]
-        strength = _smooth_noise(cshape, [s / 3 for s in sigma], rng)
-        strength = 0.75 + 0.25 * _upsample(strength, self.shape, steps)
-        self.membrane = np.exp(-((self.memdist / (geo.membrane_nm / 2)) ** 2)) * strength
+        return ([_upsample(k, mshape, rel, True) for k in pairs],
+                [_upsample(w, mshape, rel) for w in warp])
 
     # -- geometry helpers ---------------------------------------------------------------
     def lookup(self, p: np.ndarray) -> float:
@@ -278,7 +293,7 @@ class _Builder:
         ends = [self.grow(c, s * u, rng.uniform(*geo.mito_length_nm) / 2 - r, r) for s in (1, -1)]
         bend = np.cross(u, _unit(rng.standard_normal(3))) * rng.uniform(0, 0.15)
         pts = np.array([ends[1], c + bend * np.linalg.norm(ends[0] - ends[1]), ends[0]])
-        sl, g = self.box(pts, 1.1 * r + _GAP_NM, _steps(self.vox))
+        sl, g = self.box(pts, 1.1 * r + _GAP_NM, (max(1, round(4 * self.vox[1] / self.vox[0])), 4, 4))
         if sl is None or not self.clear(sl, _polyline(g, pts)[0] < 1.1 * r + _GAP_NM):
             return 0  # cheap strided pre-check before the full-resolution one
         sl, g = self.box(pts, 1.1 * r + _GAP_NM + geo.mito_rim_nm)
@@ -438,8 +453,9 @@ def _stain(scene: Scene, app: Appearance, rng) -> np.ndarray:
     """Stain density map: what the sample looks like before the microscope."""
     vox = np.array(scene.voxel_size_nm)
     sigma = np.maximum(app.texture_scale_nm / vox / 2, 0.3)
-    tex = 0.7 * _smooth_noise(scene.mask.shape, sigma, rng)
-    tex += 0.3 * _smooth_noise(scene.mask.shape, sigma * 6, rng)
+    fine = _smooth_noise(scene.mask.shape, sigma, rng)
+    specks = np.clip(fine - 1.8, 0, None)  # sparse dark granules (ribosomes, glycogen)
+    tex = 0.6 * fine + 0.4 * _smooth_noise(scene.mask.shape, sigma * 8, rng) + 2 * specks
     s = app.texture * tex + app.cell_tone * scene.tone
     s = _over(s, app.membrane_stain, scene.membrane)
     s = _over(s, app.blob_stain + 0.5 * s, scene.blob)

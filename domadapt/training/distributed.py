@@ -78,6 +78,15 @@ def all_gather_objects(obj, info: DistInfo) -> list:
     return out
 
 
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's object (e.g. the evaluation history) on every rank."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         torch_dist.barrier()

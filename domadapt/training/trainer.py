@@ -31,6 +31,7 @@ from domadapt.training.distributed import (
     all_gather_objects,
     barrier,
     broadcast_flag,
+    broadcast_object,
     wrap_ddp,
 )
 from domadapt.training.monitors import EvalContext, Monitor
@@ -123,6 +124,7 @@ class Trainer:
             if writer is not None:
                 writer.close()
         barrier(self.dist)  # rank 0's files are complete before any rank reads them
+        state.history, state.best = broadcast_object((state.history, state.best), self.dist)
         return state.result()
 
     # ------------------------------------------------------------------ loop
@@ -151,8 +153,9 @@ class Trainer:
                 self._evaluate(stage, state, generator, scaler, writer)
         bar.close()
         state.finished = True
+        gen_states = all_gather_objects(generator.get_state(), self.dist)
         if self.dist.is_main:
-            self._save(stage, state, generator, scaler, state.dir / "last.pt")
+            self._save(stage, state, generator, scaler, state.dir / "last.pt", gen_states)
 
     def _step(self, stage, wrapped, batch, generator, scaler, step) -> dict[str, float]:
         scratch: dict = {"generator": generator, "step": step}

@@ -29,8 +29,8 @@ def slice_of(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float,
     """Middle slice of a volume covering FIELD_NM in y and x at the domain's voxel size."""
     vox = get_domain(name).geometry.voxel_size_nm
     n = int(round(FIELD_NM / vox[2]))
-    vol = make_volume(name, "train", shape=(3, n, n), seed=seed)
-    return vol.image[1], vol.mask[1], vox
+    vol = make_volume(name, "train", shape=(16, n, n), seed=seed)
+    return vol.image[8], vol.mask[8], vox
 
 
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

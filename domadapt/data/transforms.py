@@ -19,23 +19,29 @@ from domadapt.data.volume import IGNORE_LABEL
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.0
 
 
-def intensity_stats(image: np.ndarray, max_samples: int = 2_000_000, seed: int = 0) -> dict:
-    """Robust intensity statistics of a volume from a seeded pixel subsample.
+def intensity_stats(image: np.ndarray, max_samples: int = 2_000_000, seed: int = 0,
+                    max_slices: int = 32) -> dict:
+    """Robust intensity statistics of a volume from a seeded subsample.
 
-    Subsampling keeps this cheap and bounded on volumes that do not fit in
-    memory (``image`` may be a memmap); the percentiles it estimates are stable
-    to well under one grey level.
+    Large volumes (``image`` may be a memmap, an h5py or zarr dataset) are
+    read one z-slice at a time, at most ``max_slices`` of them, and each slice
+    is subsampled, so memory stays bounded by one slice; the percentiles this
+    estimates are stable to well under one grey level.
     """
-    flat_size = int(np.prod(image.shape))
-    if flat_size <= max_samples:
+    shape = tuple(image.shape)
+    if int(np.prod(shape)) <= max_samples:
         sample = np.asarray(image, dtype=np.float32).ravel()
     else:
         rng = np.random.default_rng(seed)
-        z = rng.integers(0, image.shape[0], size=max_samples)
-        y = rng.integers(0, image.shape[1], size=max_samples)
-        x = rng.integers(0, image.shape[2], size=max_samples)
-        order = np.argsort(z, kind="stable")
-        sample = np.asarray(image[z[order], y[order], x[order]], dtype=np.float32)
+        depth = shape[0] if len(shape) == 3 else 1
+        slices = np.sort(rng.choice(depth, size=min(depth, max_slices), replace=False))
+        per_slice = max(1, max_samples // len(slices))
+        parts = []
+        for z in slices:
+            plane = np.asarray(image[z] if len(shape) == 3 else image, dtype=np.float32).ravel()
+            take = rng.choice(plane.size, size=min(per_slice, plane.size), replace=False)
+            parts.append(plane[take])
+        sample = np.concatenate(parts)
     low, high = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
     if high <= low:
         high = low + 1.0

@@ -119,6 +119,25 @@ def predict(checkpoint, input_path, output, voxel_size, key, binary, threshold, 
     click.echo(f"wrote {out}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--labels/--no-labels", default=None,
+              help="Score every checkpoint on the target test labels (default: when they exist).")
+@click.option("--max-slices", type=int, default=40, show_default=True,
+              help="Target test slices predicted per checkpoint for the regret report.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def select(run_dir, labels, max_slices, quiet) -> None:
+    """Replay label-free checkpoint choice for RUN_DIR; with labels, report regret."""
+    from domadapt.selection import selection_report, target_has_labels, write_report
+
+    with_labels = target_has_labels(run_dir) if labels is None else labels
+    report = selection_report(run_dir, with_labels=with_labels, max_slices=max_slices,
+                              progress=not quiet)
+    paths = write_report(report, run_dir)
+    click.echo((Path(run_dir) / "selection.md").read_text())
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
 @cli.group()
 def datasets() -> None:
     """List, describe and download datasets."""

@@ -90,8 +90,11 @@ class SelectionConfig:
     """How the trainer's evaluations choose the final checkpoint, without target labels."""
 
     criterion: str = "source_val_iou"  # a monitor metric; its direction is declared by it
-    monitors: list[str] = field(default_factory=lambda: ["source_val", "target_preview"])
-    target_slices: int = 4  # fixed, seeded sample of unlabeled target slices to monitor
+    monitors: list[str] = field(default_factory=lambda: ["source_val", "target"])
+    target_slices: int = 8  # fixed, seeded sample of unlabeled target slices to monitor
+    # Which unlabeled target images the target monitor predicts: the training images
+    # (inductive, default) or the test images (transductive, as the reference paper).
+    target_split: Literal["target_train", "target_test"] = "target_train"
 
 
 @dataclass

@@ -27,7 +27,9 @@ from domadapt.data.volume import Volume, check_voxel_size
 from domadapt.errors import ConfigError, DataError
 
 #: Default (z, y, x) shape of a synthetic volume in voxels.
-DEFAULT_SHAPE = (24, 384, 384)
+DEFAULT_SHAPE = (24, 384, 384)  # for render(); make_volume uses default_shape()
+#: Default synthetic volume: this many slices over a square field of view (nm).
+DEFAULT_SLICES, DEFAULT_FIELD_NM = 20, 3200.0
 _GAP_NM = 12.0  # clearance between objects and from cell membranes
 _SPLITS = ("train", "val", "test")
 Range = tuple[float, float]
@@ -547,6 +549,16 @@ SYNTHETIC_DOMAINS: dict[str, SyntheticDomain] = {d.name: d for d in (
 )}
 
 
+def default_shape(domain: SyntheticDomain) -> tuple[int, int, int]:
+    """DEFAULT_SLICES slices covering DEFAULT_FIELD_NM in y and x at the domain's voxel size.
+
+    A fixed physical field of view (not a fixed pixel count) keeps the amount of
+    tissue, and so the number of mitochondria, comparable across domains.
+    """
+    _, vy, vx = domain.geometry.voxel_size_nm
+    return DEFAULT_SLICES, round(DEFAULT_FIELD_NM / vy), round(DEFAULT_FIELD_NM / vx)
+
+
 def domain_names() -> list[str]:
     """Names accepted by :func:`get_domain` and :func:`make_volume`."""
     return list(SYNTHETIC_DOMAINS)
@@ -574,6 +586,6 @@ def make_volume(name_or_domain: str | SyntheticDomain, split: str = "train",
     if split not in _SPLITS:
         raise DataError(f"Unknown split {split!r}; valid splits are {', '.join(_SPLITS)}.")
     digest = hashlib.sha256(f"{domain.name}|{split}|{int(seed)}".encode()).digest()
-    image, mask = render(domain, DEFAULT_SHAPE if shape is None else shape,
+    image, mask = render(domain, default_shape(domain) if shape is None else shape,
                          int.from_bytes(digest[:8], "little"))
     return Volume(image, mask, domain.geometry.voxel_size_nm, f"{domain.name}:{split}:{seed}")

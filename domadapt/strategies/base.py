@@ -8,6 +8,7 @@ labels aside and uses them once, to score the final prediction.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,11 +21,11 @@ from domadapt.config import RunConfig
 from domadapt.data.augment import augment_batch
 from domadapt.data.patches import PatchSampler
 from domadapt.data.volume import UnlabeledVolume, Volume
-from domadapt.errors import ConfigError
+from domadapt.errors import ConfigError, DataError
 from domadapt.models.unet import build_unet
 from domadapt.training.checkpoint import load_checkpoint
 from domadapt.training.losses import segmentation_loss
-from domadapt.training.monitors import Monitor, SourceValMonitor, TargetPreviewMonitor
+from domadapt.training.monitors import Monitor, SourceValMonitor
 from domadapt.training.optim import make_optimizer, make_scheduler
 from domadapt.training.trainer import Objective, Stage, StageResult, Trainer
 
@@ -82,8 +83,7 @@ def build_monitors(cfg: RunConfig, domains: Domains) -> list[Monitor]:
     factories: dict[str, Callable[[], Monitor | None]] = {
         "source_val": lambda: (SourceValMonitor(domains.source_val, loss_fn)
                                if domains.source_val is not None else None),
-        "target_preview": lambda: TargetPreviewMonitor(
-            domains.target_train, cfg.selection.target_slices, cfg.seed),
+        "target": lambda: target_monitor(cfg, domains),
     }
     monitors = []
     for name in cfg.selection.monitors:
@@ -95,6 +95,29 @@ def build_monitors(cfg: RunConfig, domains: Domains) -> list[Monitor]:
         if monitor is not None:
             monitors.append(monitor)
     return monitors
+
+
+def fit_priors(cfg: RunConfig, source: Volume) -> list:
+    """Morphological priors fitted on the source TRAINING masks only."""
+    from domadapt.morphology import MorphologyPrior, PaperSolidityCriterion
+
+    priors = []
+    for make in (lambda: PaperSolidityCriterion().fit(source.mask),
+                 lambda: MorphologyPrior().fit(source.mask, cfg.data.pixel_size_nm)):
+        try:
+            priors.append(make())
+        except DataError as exc:  # e.g. a tiny source with too few objects
+            warnings.warn(f"morphological prior skipped: {exc}", stacklevel=2)
+    return priors
+
+
+def target_monitor(cfg: RunConfig, domains: Domains) -> Monitor:
+    """Label-free criteria on a fixed sample of unlabeled target slices."""
+    from domadapt.training.target_monitor import TargetCriteriaMonitor
+
+    volume = getattr(domains, cfg.selection.target_split)
+    return TargetCriteriaMonitor(volume, fit_priors(cfg, domains.source_train),
+                                 cfg.selection.target_slices, cfg.seed, cfg.inference.threshold)
 
 
 def new_segmentation_net(cfg: RunConfig) -> nn.Module:

@@ -129,27 +129,3 @@ def fixed_slice_sample(volume: UnlabeledVolume, n: int, seed: int) -> np.ndarray
     depth = volume.shape[0]
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(depth, size=min(n, depth), replace=False))
-
-
-class TargetPreviewMonitor(Monitor):
-    """Predicts a fixed sample of unlabeled target slices for TensorBoard.
-
-    Its one metric, the predicted foreground fraction, has no direction: it
-    describes the model, it does not judge it.
-    """
-
-    name = "target_preview"
-    directions: dict[str, Direction] = {}
-
-    def __init__(self, volume: UnlabeledVolume, n_slices: int = 4, seed: int = 0) -> None:
-        self.volume = volume
-        self.slices = fixed_slice_sample(volume, n_slices, seed)
-
-    def evaluate(self, ctx: EvalContext) -> MonitorResult:
-        images = self.volume.image[self.slices]
-        prob = predict_stack(ctx, images)
-        metrics = {"target_fg_fraction": float((prob >= 0.5).mean())}
-        grids = {}
-        if ctx.want_images:
-            grids["target_train"] = image_grid(images[0], prob[0])
-        return MonitorResult(metrics, grids)

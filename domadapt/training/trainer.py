@@ -353,6 +353,7 @@ def _move_optimizer_state(optimizers: dict, device: torch.device) -> None:
 
 
 def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".partial")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)

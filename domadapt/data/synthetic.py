@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from domadapt.data.synthetic_geometry import Geometry, Scene, rng_stream, smooth_noise, build_scene
+from domadapt.data.synthetic_geometry import Geometry, Scene, build_scene, rng_stream, smooth_noise
 from domadapt.data.volume import Volume
 from domadapt.errors import ConfigError, DataError
 

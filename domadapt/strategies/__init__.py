@@ -6,10 +6,16 @@ from domadapt.errors import ConfigError
 
 
 def strategy_classes() -> dict:
-    """Method name -> Strategy class (imported lazily: strategies pull in torch models)."""
-    from domadapt.strategies.baseline import Baseline
+    """Method name -> Strategy class (imported lazily: strategies pull in torch models).
 
-    return {cls.name: cls for cls in (Baseline,)}
+    A class may serve several method YAMLs (``aliases``), e.g. one strategy with
+    two stage schedules.
+    """
+    from domadapt.strategies.baseline import Baseline
+    from domadapt.strategies.multitask import Multitask
+
+    return {name: cls for cls in (Baseline, Multitask)
+            for name in (cls.name, *getattr(cls, "aliases", ()))}
 
 
 def get_strategy(name: str):

@@ -22,6 +22,13 @@ import yaml
 
 from domadapt.errors import ConfigError
 
+# Method-specific sections live in method_configs.py; re-exported here (redundant aliases).
+from domadapt.method_configs import MultitaskConfig as MultitaskConfig
+from domadapt.method_configs import MultitaskStage as MultitaskStage
+from domadapt.method_configs import SslConfig as SslConfig
+from domadapt.method_configs import validate_multitask as validate_multitask
+from domadapt.method_configs import validate_ssl
+
 
 @dataclass
 class DataConfig:
@@ -109,41 +116,6 @@ class InferenceConfig:
 
 
 @dataclass
-class MultitaskStage:
-    """One stage of the multi-task (Y-Net) schedule: loss weights, optimiser, frozen parts."""
-
-    name: str = "joint"  # stage name: checkpoints/<name>/ and tb/<name>/
-    steps: int | None = None  # training steps; null: share * train.steps
-    share: float = 1.0  # fraction of train.steps used when steps is null
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"  # sgd uses momentum 0.9
-    lr: float | None = None  # null: train.lr
-    seg_weight: float = 1.0  # weight of the source segmentation loss (0: no segmentation loss)
-    recon_weight: float | None = None  # null: multitask.recon_weight (0: no reconstruction loss)
-    # Parts kept fixed (and in eval mode); encoder_shallow = every encoder level but the bottleneck.
-    frozen: list[Literal["encoder", "encoder_shallow", "seg_decoder", "recon_decoder"]] = field(
-        default_factory=list)
-    histogram_matching: bool = False  # match target intensities to the source histogram first
-    criterion: str | None = None  # checkpoint choice / early stopping; null: selection.criterion
-    patience: int | None = None  # evaluations without improvement; null: train.patience
-    handoff: Literal["selected", "last"] = "selected"  # weights the next stage starts from
-
-
-@dataclass
-class MultitaskConfig:
-    """Segmentation + reconstruction network (Y-Net) trained on source and target images."""
-
-    recon: Literal["autoencode", "denoise", "masked"] = "autoencode"  # reconstruction task
-    recon_weight: float = 1.0  # weight of the reconstruction (MSE) loss
-    recon_weight_schedule: Literal["constant", "linear_decay"] = "constant"  # decay: to 0 per stage
-    recon_skips: bool = False  # skips let the recon decoder copy its input past the encoder
-    unlabeled_fraction: float = 0.5  # share of each batch that is unlabeled target patches
-    noise_std: float = 0.1  # denoise: std of the Gaussian noise added to the input
-    mask_ratio: float = 0.5  # masked: share of mask_patch squares hidden from the input
-    mask_patch: int = 8  # masked: side of the hidden squares, in pixels
-    stages: list[MultitaskStage] = field(default_factory=lambda: [MultitaskStage()])
-
-
-@dataclass
 class RunConfig:
     """Everything a ``domadapt run`` needs; written resolved into the run folder."""
 
@@ -160,6 +132,7 @@ class RunConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
+    ssl: SslConfig = field(default_factory=SslConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -369,41 +342,7 @@ def validate(cfg: RunConfig) -> None:
     if not 0.0 <= cfg.data.source_val_fraction < 1.0:
         raise ConfigError("Config key 'data.source_val_fraction' must be in [0, 1).")
     validate_multitask(cfg.multitask)
-
-
-def validate_multitask(mt: MultitaskConfig) -> None:
-    """Ranges of the multitask keys; checked for every run (the defaults are valid)."""
-    for key, value in (("unlabeled_fraction", mt.unlabeled_fraction), ("mask_ratio", mt.mask_ratio)):
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"Config key 'multitask.{key}' must be in [0, 1], got {value}.")
-    for key, value in (("recon_weight", mt.recon_weight), ("noise_std", mt.noise_std)):
-        if value < 0:
-            raise ConfigError(f"Config key 'multitask.{key}' must be >= 0, got {value}.")
-    if mt.mask_patch <= 0:
-        raise ConfigError(f"Config key 'multitask.mask_patch' must be positive, got {mt.mask_patch}.")
-    if not mt.stages:
-        raise ConfigError("Config key 'multitask.stages' must list at least one stage.")
-    names = [s.name for s in mt.stages]
-    for i, stage in enumerate(mt.stages):
-        _validate_stage(stage, f"multitask.stages[{i}]", mt.recon_weight)
-        if stage.name in names[:i]:
-            raise ConfigError(f"Config key 'multitask.stages[{i}].name' repeats '{stage.name}'.")
-
-
-def _validate_stage(stage: MultitaskStage, key: str, default_recon: float) -> None:
-    if not stage.name or not all(c.isalnum() or c in "-_" for c in stage.name):
-        raise ConfigError(f"Config key '{key}.name' must be letters, digits, - or _, "
-                          f"got {stage.name!r}.")
-    for field_name in ("steps", "lr", "share"):
-        value = getattr(stage, field_name)
-        if value is not None and value <= 0:
-            raise ConfigError(f"Config key '{key}.{field_name}' must be positive, got {value}.")
-    recon = default_recon if stage.recon_weight is None else stage.recon_weight
-    if stage.seg_weight < 0 or recon < 0:
-        raise ConfigError(f"Config keys '{key}.seg_weight' and '{key}.recon_weight' must be >= 0.")
-    if stage.seg_weight == 0 and recon == 0:
-        raise ConfigError(f"Config keys '{key}.seg_weight' and '{key}.recon_weight' are both 0: "
-                          "the stage would train nothing.")
+    validate_ssl(cfg.ssl)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

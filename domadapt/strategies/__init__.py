@@ -13,8 +13,9 @@ def strategy_classes() -> dict:
     """
     from domadapt.strategies.baseline import Baseline
     from domadapt.strategies.multitask import Multitask
+    from domadapt.strategies.ssl import Ssl
 
-    return {name: cls for cls in (Baseline, Multitask)
+    return {name: cls for cls in (Baseline, Multitask, Ssl)
             for name in (cls.name, *getattr(cls, "aliases", ()))}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,11 +133,12 @@ def source_sampler(cfg: RunConfig, domains: Domains) -> PatchSampler:
                         d.patch_size, d.batch_size, d.foreground_patch_prob, cfg.seed)
 
 
-def segmentation_objective(loss_name: str) -> Objective:
+def segmentation_objective(loss_name: str, frozen: Sequence[nn.Module] = ()) -> Objective:
     """Supervised loss of the ``net`` module on a labeled batch."""
     loss_fn = segmentation_loss(loss_name)
 
     def loss(modules, batch, scratch):
+        hold_frozen(frozen)
         value = loss_fn(modules["net"](batch["image"]), batch["mask"])
         return value, {"seg_loss": value.item()}
 
@@ -145,22 +146,80 @@ def segmentation_objective(loss_name: str) -> Objective:
 
 
 def segmentation_stage(name: str, net: nn.Module, cfg: RunConfig, domains: Domains,
-                       sampler: PatchSampler, steps: int | None = None) -> Stage:
-    """A supervised stage on labeled patches, evaluated by the configured monitors."""
+                       sampler: PatchSampler, steps: int | None = None, *,
+                       params: Iterable | None = None, frozen: Sequence[nn.Module] = (),
+                       monitors: list[Monitor] | None = None) -> Stage:
+    """A supervised stage on labeled patches, evaluated by the configured monitors.
+
+    ``params`` (parameters or parameter groups, default all of ``net``) lets a
+    fine-tune give the encoder its own learning rate; ``frozen`` parts are kept
+    fixed and in eval mode.
+    """
     t = cfg.train
     steps = steps if steps is not None else t.steps
-    optimizer = make_optimizer(net.parameters(), t)
-    monitors = build_monitors(cfg, domains)
+    freeze(frozen)
+    optimizer = make_optimizer(net.parameters() if params is None else params, t)
+    monitors = build_monitors(cfg, domains) if monitors is None else monitors
     return Stage(
         name=name, modules={"net": net}, optimizers={"main": optimizer},
-        objectives=[segmentation_objective(t.loss)],
+        objectives=[segmentation_objective(t.loss, frozen)],
         batches=sampler.sample,
         transform=lambda batch, g: augment_batch(batch, cfg.augment, g),
-        steps=steps, eval_every=t.eval_every, monitors=monitors, predictor="net",
+        steps=steps, monitors=monitors, predictor="net",
         stop_metric=cfg.selection.criterion if t.patience else None, patience=t.patience,
-        schedulers={"main": make_scheduler(optimizer, t, steps)},
-        grad_clip=t.grad_clip, log_every=t.log_every, image_every=t.image_every,
+        **train_settings(cfg, optimizer, steps),
     )
+
+
+def train_settings(cfg: RunConfig, optimizer: torch.optim.Optimizer, steps: int) -> dict:
+    """The Stage fields every stage takes from ``train``: schedules, clipping, logging."""
+    t = cfg.train
+    return {"eval_every": t.eval_every, "schedulers": {"main": make_scheduler(optimizer, t, steps)},
+            "grad_clip": t.grad_clip, "log_every": t.log_every, "image_every": t.image_every}
+
+
+def freeze(parts: Sequence[nn.Module]) -> None:
+    """Exclude ``parts`` from training (objectives hold them in eval mode: :func:`hold_frozen`)."""
+    for part in parts:
+        part.requires_grad_(False)
+
+
+def hold_frozen(parts: Sequence[nn.Module]) -> None:
+    """Put frozen parts back in eval mode at each step: the trainer sets every module to train
+    mode, and frozen batch-norm statistics must not drift."""
+    for part in parts:
+        part.eval()
+
+
+def load_modules(path: Path, modules: dict[str, nn.Module], keep: tuple[str, ...] = ()) -> None:
+    """Weights of a previous stage's checkpoint into fresh modules, read from disk.
+
+    Reading the hand-off from disk makes ``--resume`` start a stage from exactly
+    the weights an uninterrupted run used. Entries whose qualified name
+    (``"<module>.<parameter>"``) starts with a prefix in ``keep`` keep their
+    current values, e.g. a freshly initialised head.
+    """
+    payload = load_checkpoint(path)
+    for key, module in modules.items():
+        current = module.state_dict()
+        module.load_state_dict({
+            name: current[name] if f"{key}.{name}".startswith(keep) else value
+            for name, value in payload["modules"][key].items()})
+
+
+def require_metric(metric: str, key: str, stage: str, monitors: list[Monitor]) -> None:
+    """Fail before training when ``metric`` (set by config ``key``) is declared by no monitor."""
+    declared = {m for mon in monitors for m in mon.directions}
+    if metric not in declared:
+        raise ConfigError(f"Config key '{key}' names '{metric}', which no monitor of stage "
+                          f"'{stage}' declares; available: {', '.join(sorted(declared)) or 'none'}.")
+
+
+def require_single_process(ctx: StrategyContext, method: str) -> None:
+    """Refuse torchrun (DDP) for multi-stage methods, whose hand-offs are untested under it."""
+    if ctx.trainer.dist.enabled:
+        raise ConfigError(f"The {method} method does not support torchrun (DDP) yet; "
+                          "run it in a single process.")
 
 
 def select(result: StageResult, net: nn.Module, criterion: str) -> FitResult:

@@ -39,12 +39,16 @@ from domadapt.strategies.base import (
     Strategy,
     StrategyContext,
     build_monitors,
+    freeze,
+    hold_frozen,
+    load_modules,
     new_segmentation_net,
+    require_metric,
+    require_single_process,
     select,
+    train_settings,
 )
-from domadapt.training.checkpoint import load_checkpoint
 from domadapt.training.losses import segmentation_loss
-from domadapt.training.optim import make_scheduler
 from domadapt.training.reconstruction import (
     ReconstructionMonitor,
     corrupt,
@@ -137,9 +141,7 @@ class Multitask(Strategy):
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
         """Train the planned stages in order; the last stage's criterion picks the model."""
         cfg = ctx.config
-        if ctx.trainer.dist.enabled:
-            raise ConfigError("The multitask method does not support torchrun (DDP) yet; "
-                              "run it in a single process.")
+        require_single_process(ctx, "multitask")
         results: list[StageResult] = []
         start: Path | None = None
         for plan in plan_stages(cfg):
@@ -182,13 +184,6 @@ def new_ynet_modules(cfg: RunConfig) -> dict[str, nn.Module]:
     return {"net": net, "recon": recon}
 
 
-def load_modules(path: Path, modules: dict[str, nn.Module]) -> None:
-    """Weights of a previous stage's checkpoint (both heads) into fresh modules."""
-    payload = load_checkpoint(path)
-    for key, module in modules.items():
-        module.load_state_dict(payload["modules"][key])
-
-
 def frozen_parts(modules: dict[str, nn.Module], parts: tuple[str, ...]) -> list[nn.Module]:
     """The sub-modules named by ``frozen``; encoder_shallow keeps the bottleneck trainable."""
     net, recon = modules["net"], modules["recon"]
@@ -201,8 +196,7 @@ def build_stage(plan: StagePlan, modules: dict[str, nn.Module], cfg: RunConfig, 
                 target_image: np.ndarray) -> Stage:
     """The Trainer stage of one planned multi-task stage."""
     frozen = frozen_parts(modules, plan.frozen)
-    for part in frozen:
-        part.requires_grad_(False)
+    freeze(frozen)
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     if not params:
         raise ConfigError(f"Config key '{plan.key}.frozen' freezes every part stage "
@@ -210,16 +204,14 @@ def build_stage(plan: StagePlan, modules: dict[str, nn.Module], cfg: RunConfig, 
     optimizer = make_optimizer(plan.optimizer, params, plan.lr, cfg.train.weight_decay)
     monitors = build_monitors(cfg, domains) + [recon_monitor(cfg, domains, target_image)]
     check_criterion(plan, monitors)
-    t = cfg.train
     return Stage(
         name=plan.name, modules=modules, optimizers={"main": optimizer},
         objectives=[multitask_objective(plan, cfg, frozen)],
         batches=mixed_batches(plan, cfg, domains, target_image),
         transform=make_transform(plan, cfg),
-        steps=plan.steps, eval_every=t.eval_every, monitors=monitors, predictor="net",
+        steps=plan.steps, monitors=monitors, predictor="net",
         stop_metric=plan.criterion if plan.patience else None, patience=plan.patience,
-        schedulers={"main": make_scheduler(optimizer, t, plan.steps)},
-        grad_clip=t.grad_clip, log_every=t.log_every, image_every=t.image_every,
+        **train_settings(cfg, optimizer, plan.steps),
     )
 
 
@@ -234,13 +226,8 @@ def make_optimizer(kind: str, params: list, lr: float, weight_decay: float) -> t
 
 def check_criterion(plan: StagePlan, monitors: list) -> None:
     """Fail before training when the stage's criterion is not declared by any monitor."""
-    if not plan.needs_criterion:
-        return
-    declared = {m for mon in monitors for m in mon.directions}
-    if plan.criterion not in declared:
-        raise ConfigError(f"Config key '{plan.criterion_key}' names '{plan.criterion}', which no "
-                          f"monitor of stage "
-                          f"'{plan.name}' declares; available: {', '.join(sorted(declared)) or 'none'}.")
+    if plan.needs_criterion:
+        require_metric(plan.criterion, plan.criterion_key, plan.name, monitors)
 
 
 def recon_monitor(cfg: RunConfig, domains: Domains, target_image: np.ndarray) -> ReconstructionMonitor:
@@ -298,8 +285,7 @@ def multitask_objective(plan: StagePlan, cfg: RunConfig, frozen: list[nn.Module]
 
     def loss(modules, batch, scratch):
         net, recon = modules["net"], modules["recon"]
-        for part in frozen:  # the trainer puts every module in train mode; frozen BN stays fixed
-            part.eval()
+        hold_frozen(frozen)
         parts: dict[str, float] = {}
         total, features = 0.0, None
         if plan.recon_weight > 0:

@@ -1,0 +1,124 @@
+"""Configuration dataclasses of the multi-stage methods (multitask, ssl) and their checks.
+
+Kept apart from :mod:`domadapt.config` so that file stays about the run itself;
+``RunConfig`` holds one field per method (``multitask``, ``ssl``) and
+``from domadapt.config import MultitaskConfig`` keeps working. Validation
+follows the same rule as the rest of the config: every error names its key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from domadapt.errors import ConfigError
+
+
+@dataclass
+class MultitaskStage:
+    """One stage of the multi-task (Y-Net) schedule: loss weights, optimiser, frozen parts."""
+
+    name: str = "joint"  # stage name: checkpoints/<name>/ and tb/<name>/
+    steps: int | None = None  # training steps; null: share * train.steps
+    share: float = 1.0  # fraction of train.steps used when steps is null
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"  # sgd uses momentum 0.9
+    lr: float | None = None  # null: train.lr
+    seg_weight: float = 1.0  # weight of the source segmentation loss (0: no segmentation loss)
+    recon_weight: float | None = None  # null: multitask.recon_weight (0: no reconstruction loss)
+    # Parts kept fixed (and in eval mode); encoder_shallow = every encoder level but the bottleneck.
+    frozen: list[Literal["encoder", "encoder_shallow", "seg_decoder", "recon_decoder"]] = field(
+        default_factory=list)
+    histogram_matching: bool = False  # match target intensities to the source histogram first
+    criterion: str | None = None  # checkpoint choice / early stopping; null: selection.criterion
+    patience: int | None = None  # evaluations without improvement; null: train.patience
+    handoff: Literal["selected", "last"] = "selected"  # weights the next stage starts from
+
+
+@dataclass
+class MultitaskConfig:
+    """Segmentation + reconstruction network (Y-Net) trained on source and target images."""
+
+    recon: Literal["autoencode", "denoise", "masked"] = "autoencode"  # reconstruction task
+    recon_weight: float = 1.0  # weight of the reconstruction (MSE) loss
+    recon_weight_schedule: Literal["constant", "linear_decay"] = "constant"  # decay: to 0 per stage
+    recon_skips: bool = False  # skips let the recon decoder copy its input past the encoder
+    unlabeled_fraction: float = 0.5  # share of each batch that is unlabeled target patches
+    noise_std: float = 0.1  # denoise: std of the Gaussian noise added to the input
+    mask_ratio: float = 0.5  # masked: share of mask_patch squares hidden from the input
+    mask_patch: int = 8  # masked: side of the hidden squares, in pixels
+    stages: list[MultitaskStage] = field(default_factory=lambda: [MultitaskStage()])
+
+
+@dataclass
+class SslConfig:
+    """Self-supervised pretraining on source + target images, then a source fine-tune."""
+
+    pretext: Literal["crappify", "noise2void", "masked"] = "crappify"  # the stage-1 task
+    pretext_steps: int | None = None  # stage-1 steps; null: pretext_share * train.steps
+    pretext_share: float = 0.5  # pretext length relative to train.steps (the fine-tune's length)
+    pretext_lr: float | None = None  # null: train.lr
+    loss: Literal["mse", "mae"] = "mse"  # pretext regression loss
+    noise_std: float = 0.3  # crappify: std of the Gaussian noise added before downsampling
+    downsample: int = 4  # crappify: down- then up-sampling factor
+    n2v_fraction: float = 0.02  # noise2void: share of pixels masked (and scored) per patch
+    mask_ratio: float = 0.5  # masked: share of mask_patch squares hidden
+    mask_patch: int = 8  # masked: side of the hidden squares, in pixels
+    min_patch_std: float = 0.05  # pretext patches with a lower intensity std are skipped
+    finetune: Literal["full", "freeze_encoder", "lower_encoder_lr"] = "full"
+    freeze_steps: int | None = None  # freeze_encoder: frozen steps of train.steps; null: half
+    encoder_lr_factor: float = 0.1  # lower_encoder_lr: encoder lr = factor * train.lr
+
+
+def validate_multitask(mt: MultitaskConfig) -> None:
+    """Ranges of the multitask keys; checked for every run (the defaults are valid)."""
+    for key, value in (("unlabeled_fraction", mt.unlabeled_fraction), ("mask_ratio", mt.mask_ratio)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"Config key 'multitask.{key}' must be in [0, 1], got {value}.")
+    for key, value in (("recon_weight", mt.recon_weight), ("noise_std", mt.noise_std)):
+        if value < 0:
+            raise ConfigError(f"Config key 'multitask.{key}' must be >= 0, got {value}.")
+    if mt.mask_patch <= 0:
+        raise ConfigError(f"Config key 'multitask.mask_patch' must be positive, got {mt.mask_patch}.")
+    if not mt.stages:
+        raise ConfigError("Config key 'multitask.stages' must list at least one stage.")
+    names = [s.name for s in mt.stages]
+    for i, stage in enumerate(mt.stages):
+        _validate_stage(stage, f"multitask.stages[{i}]", mt.recon_weight)
+        if stage.name in names[:i]:
+            raise ConfigError(f"Config key 'multitask.stages[{i}].name' repeats '{stage.name}'.")
+
+
+def _validate_stage(stage: MultitaskStage, key: str, default_recon: float) -> None:
+    if not stage.name or not all(c.isalnum() or c in "-_" for c in stage.name):
+        raise ConfigError(f"Config key '{key}.name' must be letters, digits, - or _, "
+                          f"got {stage.name!r}.")
+    for field_name in ("steps", "lr", "share"):
+        value = getattr(stage, field_name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"Config key '{key}.{field_name}' must be positive, got {value}.")
+    recon = default_recon if stage.recon_weight is None else stage.recon_weight
+    if stage.seg_weight < 0 or recon < 0:
+        raise ConfigError(f"Config keys '{key}.seg_weight' and '{key}.recon_weight' must be >= 0.")
+    if stage.seg_weight == 0 and recon == 0:
+        raise ConfigError(f"Config keys '{key}.seg_weight' and '{key}.recon_weight' are both 0: "
+                          "the stage would train nothing.")
+
+
+def validate_ssl(ssl: SslConfig) -> None:
+    """Ranges of the ssl keys; the step budget is checked against train.steps when planning."""
+    checks = (
+        ("pretext_steps", ssl.pretext_steps is None or ssl.pretext_steps > 0, "positive"),
+        ("pretext_share", ssl.pretext_share > 0, "positive"),
+        ("pretext_lr", ssl.pretext_lr is None or ssl.pretext_lr > 0, "positive"),
+        ("noise_std", ssl.noise_std >= 0, ">= 0"),
+        ("downsample", ssl.downsample >= 1, ">= 1"),
+        ("n2v_fraction", 0.0 < ssl.n2v_fraction <= 1.0, "in (0, 1]"),
+        ("mask_ratio", 0.0 < ssl.mask_ratio <= 1.0, "in (0, 1]"),
+        ("mask_patch", ssl.mask_patch > 0, "positive"),
+        ("min_patch_std", ssl.min_patch_std >= 0, ">= 0"),
+        ("freeze_steps", ssl.freeze_steps is None or ssl.freeze_steps > 0, "positive"),
+        ("encoder_lr_factor", ssl.encoder_lr_factor > 0, "positive"),
+    )
+    for key, ok, what in checks:
+        if not ok:
+            raise ConfigError(f"Config key 'ssl.{key}' must be {what}, got {getattr(ssl, key)!r}.")

@@ -22,7 +22,7 @@ import torch
 
 from domadapt.config import RunConfig, save_config
 from domadapt.data.prepare import PreparedData, TargetTest, prepare_data
-from domadapt.errors import ConfigError, RunFolderError
+from domadapt.errors import ConfigError, DomadaptError, RunFolderError
 from domadapt.inference import predict_to_tif
 from domadapt.metrics import segmentation_scores
 from domadapt.strategies import get_strategy
@@ -109,13 +109,23 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, resume=resume,
                       extra=checkpoint_extra(cfg, data), progress=progress, dist=dist,
                       tile=cfg.inference.tile, overlap=cfg.inference.overlap)
-    fit = strategy.fit(domains, StrategyContext(cfg, trainer, device, run_dir))
+    try:
+        fit = strategy.fit(domains, StrategyContext(cfg, trainer, device, run_dir))
+    except DomadaptError:
+        _remove_if_untrained(run_dir, resume, dist)
+        raise
     if not dist.is_main:
         return {}
     scores = score_target(cfg, fit, data.target_test_original, run_dir, device, progress)
     metrics = _metrics(cfg, fit, scores, device, time.perf_counter() - start)
     _write_outputs(run_dir, metrics, fit)
     return metrics
+
+
+def _remove_if_untrained(run_dir: Path, resume: bool, dist: DistInfo) -> None:
+    """A configuration refused before the first checkpoint leaves no run folder behind."""
+    if dist.is_main and not resume and not (run_dir / "checkpoints").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def score_target(cfg: RunConfig, fit: FitResult, test: TargetTest, run_dir: Path,

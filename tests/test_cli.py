@@ -48,6 +48,8 @@ def _one_error_line(code, err):
     (["--target", "/no/such/volume.tif", "--target-voxel-size", "30,3,3"], "/no/such/volume.tif"),
     (["--target-voxel-size", "3,3"], "three positive numbers"),
     (["--target-voxel-size", "3,-3,3"], "three positive numbers"),
+    (["--set", "selection.criterion=morph_ours"], "cannot be fitted"),  # smoke source: too few objects
+    (["--set", "selection.criterion=no_such_metric"], "selection.criterion"),
 ])
 def test_bad_run_input(monkeypatch, capsys, tmp_path, args, expected):
     code, _, err = run_cli(monkeypatch, capsys, *SMOKE, "--out", str(tmp_path), *args)

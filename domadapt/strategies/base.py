@@ -98,16 +98,28 @@ def build_monitors(cfg: RunConfig, domains: Domains) -> list[Monitor]:
 
 
 def fit_priors(cfg: RunConfig, source: Volume) -> list:
-    """Morphological priors fitted on the source TRAINING masks only."""
+    """Morphological priors fitted on the source TRAINING masks only.
+
+    A prior that cannot be fitted (e.g. a tiny source with too few objects) is
+    skipped with a warning, unless the selection criterion needs it: then the
+    run stops before training with the reason and the way out.
+    """
     from domadapt.morphology import MorphologyPrior, PaperSolidityCriterion
 
     priors = []
-    for make in (lambda: PaperSolidityCriterion().fit(source.mask),
-                 lambda: MorphologyPrior().fit(source.mask, cfg.data.pixel_size_nm)):
+    for name, make in (("morph_paper", lambda: PaperSolidityCriterion().fit(source.mask)),
+                       ("morph_ours", lambda: MorphologyPrior().fit(source.mask,
+                                                                    cfg.data.pixel_size_nm))):
         try:
             priors.append(make())
-        except DataError as exc:  # e.g. a tiny source with too few objects
-            warnings.warn(f"morphological prior skipped: {exc}", stacklevel=2)
+        except DataError as exc:
+            if cfg.selection.criterion == name:
+                raise ConfigError(
+                    f"selection.criterion '{name}' needs a morphological prior, which cannot be "
+                    f"fitted here: {exc} Choose another criterion, e.g. "
+                    "--set selection.criterion=source_val_iou."
+                ) from None
+            warnings.warn(f"morphological prior {name} skipped: {exc}", stacklevel=2)
     return priors
 
 
@@ -160,6 +172,7 @@ def segmentation_stage(name: str, net: nn.Module, cfg: RunConfig, domains: Domai
     freeze(frozen)
     optimizer = make_optimizer(net.parameters() if params is None else params, t)
     monitors = build_monitors(cfg, domains) if monitors is None else monitors
+    require_metric(cfg.selection.criterion, "selection.criterion", name, monitors)
     return Stage(
         name=name, modules={"net": net}, optimizers={"main": optimizer},
         objectives=[segmentation_objective(t.loss, frozen)],

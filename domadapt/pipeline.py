@@ -214,10 +214,9 @@ def render_report(metrics: dict, fit: FitResult) -> str:
         "Target labels were used only for these scores, never for training or selection.",
     ]
     for stage in fit.stages:
-        lines += ["", f"## Stage `{stage.name}`", "", "| step | " + " | ".join(
-            k for k in (stage.history[0] if stage.history else {}) if k not in ("step", "epoch"))
-            + " |"]
-        keys = [k for k in (stage.history[0] if stage.history else {}) if k not in ("step", "epoch")]
+        first = stage.history[0] if stage.history else {}
+        keys = [k for k in first if k not in ("step", "epoch") and "/" not in k]  # parts: tb/
+        lines += ["", f"## Stage `{stage.name}`", "", "| step | " + " | ".join(keys) + " |"]
         lines.append("|---" * (len(keys) + 1) + "|")
         for record in stage.history:
             cells = [f"{record.get(k, float('nan')):.4f}" for k in keys]

@@ -53,18 +53,22 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+def refuse_existing_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to reuse a run folder unless asked to resume or overwrite it."""
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if overwrite:
-            shutil.rmtree(run_dir)
-        elif not resume:
-            raise RunFolderError(
-                f"Run folder {run_dir} already exists; pass --resume to continue it "
-                "or --overwrite to start again."
-            )
+    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
+        raise RunFolderError(
+            f"Run folder {run_dir} already exists; pass --resume to continue it "
+            "or --overwrite to start again."
+        )
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Create (or empty, with ``overwrite``) the run folder; a resumed run is unfinished again."""
+    refuse_existing_run_dir(run_dir, resume, overwrite)
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a resumed run is unfinished again
+    (run_dir / METRICS_FILE).unlink(missing_ok=True)
 
 
 def checkpoint_extra(cfg: RunConfig, data: PreparedData) -> dict:
@@ -98,8 +102,8 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
 def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dict:
     run_dir = run_dir_for(cfg)
     strategy = get_strategy(cfg.method)
-    if dist.is_main and run_dir.exists() and not (resume or overwrite):
-        prepare_run_dir(run_dir, resume, overwrite)  # refuse before any slow work
+    if dist.is_main:
+        refuse_existing_run_dir(run_dir, resume, overwrite)  # before any slow work
     data = prepare_data(cfg)  # bad data fails here, before the run folder is touched
     if dist.is_main:
         prepare_run_dir(run_dir, resume, overwrite)
@@ -117,7 +121,7 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
     if not dist.is_main:
         return {}
     scores = score_target(cfg, fit, data.target_test_original, run_dir, device, progress)
-    metrics = _metrics(cfg, fit, scores, device, time.perf_counter() - start)
+    metrics = _metrics(cfg, fit, scores, device, time.perf_counter() - start, dist.world_size)
     _write_outputs(run_dir, metrics, fit)
     return metrics
 
@@ -135,6 +139,7 @@ def score_target(cfg: RunConfig, fit: FitResult, test: TargetTest, run_dir: Path
     out = predict_to_tif(
         fit.model, test.image.image, run_dir / "predictions" / "target_test_prob.tif",
         voxel_size_nm=test.image.voxel_size_nm, model_pixel_nm=cfg.data.pixel_size_nm,
+        norm_stats=test.stats,
         tile=inf.tile, overlap=inf.overlap, batch_size=inf.batch_size, device=device,
         amp=cfg.train.amp and device.type == "cuda", progress=progress,
     )
@@ -146,7 +151,8 @@ def score_target(cfg: RunConfig, fit: FitResult, test: TargetTest, run_dir: Path
     return segmentation_scores(prob.reshape(test.labels.shape), test.labels, inf.threshold)
 
 
-def _metrics(cfg: RunConfig, fit: FitResult, scores: dict, device, wall: float) -> dict:
+def _metrics(cfg: RunConfig, fit: FitResult, scores: dict, device, wall: float,
+             world_size: int) -> dict:
     last = fit.stages[-1]
     chosen = next((r for r in last.history if r["step"] == fit.selected_step), {})
     return {
@@ -164,19 +170,13 @@ def _metrics(cfg: RunConfig, fit: FitResult, scores: dict, device, wall: float) 
         "target": cfg.target,
         "seed": cfg.seed,
         "profile": cfg.profile,
-        "world_size": _world_size(),
+        "world_size": world_size,
         "target_labels": bool(scores),
         "target_scores": scores,
         "selected_checkpoint": str(fit.checkpoint),
         "stages": {s.name: {"last_step": s.last_step, "stopped_early": s.stopped_early,
                             "evaluations": len(s.history)} for s in fit.stages},
     }
-
-
-def _world_size() -> int:
-    import torch.distributed as torch_dist
-
-    return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
 
 
 def _device_name(device: torch.device) -> str:

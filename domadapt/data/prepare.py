@@ -31,6 +31,7 @@ class TargetTest:
 
     image: UnlabeledVolume
     labels: np.ndarray | None
+    stats: dict | None = None  # its intensity statistics, computed once in prepare_data
 
 
 @dataclass
@@ -129,6 +130,8 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
     target_train = prepare_unlabeled(load_target(cfg, "train"), px)
     test = load_target(cfg, "test")
     labels = test.mask if isinstance(test, Volume) else None
-    original = TargetTest(UnlabeledVolume(test.image, test.voxel_size_nm, test.name), labels)
-    return PreparedData(source_train, source_val, target_train,
-                        prepare_unlabeled(original.image, px), original, stats)
+    original = UnlabeledVolume(test.image, test.voxel_size_nm, test.name)
+    test_image, test_stats = prepare_image(original, px)
+    target_test = UnlabeledVolume(test_image, _resampled_voxel(original, px), original.name)
+    return PreparedData(source_train, source_val, target_train, target_test,
+                        TargetTest(original, labels, test_stats), stats)

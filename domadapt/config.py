@@ -26,8 +26,9 @@ from domadapt.errors import ConfigError
 from domadapt.method_configs import MultitaskConfig as MultitaskConfig
 from domadapt.method_configs import MultitaskStage as MultitaskStage
 from domadapt.method_configs import SslConfig as SslConfig
+from domadapt.method_configs import StyleConfig as StyleConfig
 from domadapt.method_configs import validate_multitask as validate_multitask
-from domadapt.method_configs import validate_ssl
+from domadapt.method_configs import validate_ssl, validate_style
 
 
 @dataclass
@@ -135,6 +136,7 @@ class RunConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
     ssl: SslConfig = field(default_factory=SslConfig)
+    style: StyleConfig = field(default_factory=StyleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -345,6 +347,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("Config key 'data.source_val_fraction' must be in [0, 1).")
     validate_multitask(cfg.multitask)
     validate_ssl(cfg.ssl)
+    validate_style(cfg.style)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +101,25 @@ def predict_slice(
     CUDA (ignored on CPU). The model must already be in eval mode on ``device``
     (:func:`predict_volume` takes care of both).
     """
+    return blend_tiles(lambda batch: _run_model(model, batch, device, amp), image2d,
+                       tile, overlap, batch_size)
+
+
+def blend_tiles(fn: Callable[[np.ndarray], np.ndarray], image2d: np.ndarray, tile: int = 256,
+                overlap: int = 32, batch_size: int = 8) -> np.ndarray:
+    """Apply a tile-to-tile map to a whole slice in overlapping, smoothly blended tiles.
+
+    ``fn`` maps a (B, tile, tile) float32 batch to (B, tile, tile) outputs
+    (probabilities of a segmenter, or images of a translator); blending with
+    :func:`blend_window` keeps seams out of both.
+    """
     _check_tiling(tile, overlap)
     image2d = np.asarray(image2d, dtype=np.float32)
     if image2d.ndim != 2:
-        raise DataError(f"predict_slice needs a 2D image, got shape {image2d.shape}.")
+        raise DataError(f"Tiled inference needs a 2D image, got shape {image2d.shape}.")
     height, width = image2d.shape
     padded = _pad_to_tile(image2d, tile)
-    prob_sum = np.zeros(padded.shape, dtype=np.float32)
+    out_sum = np.zeros(padded.shape, dtype=np.float32)
     weight_sum = np.zeros(padded.shape, dtype=np.float32)
     ys = tile_starts(padded.shape[0], tile, tile - overlap)
     xs = tile_starts(padded.shape[1], tile, tile - overlap)
@@ -116,15 +128,15 @@ def predict_slice(
     for first in range(0, len(corners), batch_size):
         batch_corners = corners[first:first + batch_size]
         batch = np.stack([padded[y:y + tile, x:x + tile] for y, x in batch_corners])
-        probs = _run_model(model, batch, device, amp)
-        for (y, x), prob in zip(batch_corners, probs):
+        outputs = fn(batch)
+        for (y, x), output in zip(batch_corners, outputs):
             taper = (y != ys[0], y != ys[-1], x != xs[0], x != xs[-1])
             if taper not in windows:
                 windows[taper] = blend_window(tile, overlap, taper)
             window = windows[taper]
-            prob_sum[y:y + tile, x:x + tile] += prob * window
+            out_sum[y:y + tile, x:x + tile] += output * window
             weight_sum[y:y + tile, x:x + tile] += window
-    return (prob_sum / weight_sum)[:height, :width]
+    return (out_sum / weight_sum)[:height, :width]
 
 
 def predict_volume(

@@ -1,7 +1,7 @@
-"""Configuration dataclasses of the multi-stage methods (multitask, ssl) and their checks.
+"""Configuration dataclasses of the adaptation methods (multitask, ssl, style) and their checks.
 
 Kept apart from :mod:`domadapt.config` so that file stays about the run itself;
-``RunConfig`` holds one field per method (``multitask``, ``ssl``) and
+``RunConfig`` holds one field per method (``multitask``, ``ssl``, ``style``) and
 ``from domadapt.config import MultitaskConfig`` keeps working. Validation
 follows the same rule as the rest of the config: every error names its key.
 """
@@ -122,3 +122,59 @@ def validate_ssl(ssl: SslConfig) -> None:
     for key, ok, what in checks:
         if not ok:
             raise ConfigError(f"Config key 'ssl.{key}' must be {what}, got {getattr(ssl, key)!r}.")
+
+
+@dataclass
+class StyleConfig:
+    """Style-transfer harmonization: make one domain look like the other, then segment."""
+
+    kind: Literal["histogram", "fda", "meanstd", "equalize", "cut", "cyclegan"] = "histogram"
+    # target_to_source: harmonize target images, segment them with a source-trained model;
+    # source_to_target: harmonize the labeled source images, train the segmenter on them.
+    direction: Literal["target_to_source", "source_to_target"] = "target_to_source"
+    fda_beta: float = 0.01  # half-side of the swapped low-frequency square / tile side
+    # A finished run folder (e.g. a baseline run of the same pair) whose saved segmentation
+    # checkpoints are reused instead of training a new segmenter (target_to_source only);
+    # its checkpoints are re-scored by selection.criterion on the harmonized target.
+    segmenter_from: str | None = None
+    translator_steps: int | None = None  # learned kinds: steps; null: translator_share * train.steps
+    translator_share: float = 0.5
+    translator_lr: float = 2e-4
+    translator_batch: int = 4
+    translator_patch: int = 128
+    translator_eval_every: int = 100
+    generator_width: int = 16
+    generator_blocks: int = 6
+    discriminator_width: int = 32
+    gan_weight: float = 1.0
+    nce_weight: float = 1.0  # cut
+    cycle_weight: float = 10.0  # cyclegan
+    identity_weight: float = 0.5  # cyclegan, relative to cycle_weight
+    samples: int = 4  # translated sample PNGs written into the run folder
+
+
+def validate_style(style: StyleConfig) -> None:
+    """Ranges of the style keys."""
+    checks = (
+        ("fda_beta", 0.0 <= style.fda_beta < 0.5, "in [0, 0.5)"),
+        ("translator_steps", style.translator_steps is None or style.translator_steps > 0, "positive"),
+        ("translator_share", style.translator_share > 0, "positive"),
+        ("translator_lr", style.translator_lr > 0, "positive"),
+        ("translator_batch", style.translator_batch > 0, "positive"),
+        ("translator_patch", style.translator_patch > 0 and style.translator_patch % 4 == 0,
+         "a positive multiple of 4"),
+        ("translator_eval_every", style.translator_eval_every > 0, "positive"),
+        ("generator_width", style.generator_width > 0, "positive"),
+        ("generator_blocks", style.generator_blocks >= 0, ">= 0"),
+        ("discriminator_width", style.discriminator_width > 0, "positive"),
+        ("samples", style.samples >= 0, ">= 0"),
+    )
+    for key, ok, what in checks:
+        if not ok:
+            raise ConfigError(f"Config key 'style.{key}' must be {what}, got {getattr(style, key)!r}.")
+    for key in ("gan_weight", "nce_weight", "cycle_weight", "identity_weight"):
+        if getattr(style, key) < 0:
+            raise ConfigError(f"Config key 'style.{key}' must be >= 0, got {getattr(style, key)!r}.")
+    if style.segmenter_from and style.direction != "target_to_source":
+        raise ConfigError("Config key 'style.segmenter_from' needs style.direction=target_to_source: "
+                          "a source_to_target run must train its segmenter on the harmonized source.")

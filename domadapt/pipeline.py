@@ -215,7 +215,8 @@ def render_report(metrics: dict, fit: FitResult) -> str:
     ]
     for stage in fit.stages:
         first = stage.history[0] if stage.history else {}
-        keys = [k for k in first if k not in ("step", "epoch") and "/" not in k]  # parts: tb/
+        keys = [k for k, v in first.items()  # criterion parts (a/b) stay in tb/
+                if k not in ("step", "epoch") and "/" not in k and isinstance(v, (int, float))]
         lines += ["", f"## Stage `{stage.name}`", "", "| step | " + " | ".join(keys) + " |"]
         lines.append("|---" * (len(keys) + 1) + "|")
         for record in stage.history:

@@ -25,6 +25,10 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
         net.load_state_dict(payload["modules"][key])
     except RuntimeError:
         raise CheckpointError(f"Checkpoint '{path}' weights do not match its model spec.") from None
+    if "harmonizer" in payload:  # style_transfer (target_to_source): harmonize, then segment
+        from domadapt.strategies.style_transfer import harmonizer_from_spec
+
+        net = nn.Sequential(harmonizer_from_spec(payload["harmonizer"]), net)
     return net.eval(), payload
 
 
@@ -40,7 +44,9 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | P
     dev = resolve_device(device)
     px = float(payload["pixel_size_nm"])
     image = lazy_image(input_path, key=key)
-    return predict_to_tif(net, image, output, binary=binary, threshold=threshold,
+    inference = payload.get("config", {}).get("inference", {})  # tile as in training's monitors
+    tiling = {k: inference[k] for k in ("tile", "overlap") if k in inference}
+    return predict_to_tif(net, image, output, binary=binary, threshold=threshold, **tiling,
                           voxel_size_nm=tuple(voxel_size) if voxel_size else (px, px, px),
                           model_pixel_nm=px, device=dev, amp=dev.type == "cuda",
                           progress=progress)

@@ -14,8 +14,9 @@ def strategy_classes() -> dict:
     from domadapt.strategies.baseline import Baseline
     from domadapt.strategies.multitask import Multitask
     from domadapt.strategies.ssl import Ssl
+    from domadapt.strategies.style_transfer import StyleTransfer
 
-    return {name: cls for cls in (Baseline, Multitask, Ssl)
+    return {name: cls for cls in (Baseline, Multitask, Ssl, StyleTransfer)
             for name in (cls.name, *getattr(cls, "aliases", ()))}
 
 

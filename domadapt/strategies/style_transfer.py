@@ -1,0 +1,357 @@
+"""Style-transfer harmonization: make one EM domain look like the other, then segment.
+
+``style.kind`` picks the harmonizer: classical ones fitted in seconds without
+training (``histogram`` matching, ``fda`` Fourier domain adaptation,
+``meanstd`` matching, ``equalize``: both domains histogram-equalised), or an
+unpaired translator trained on unlabeled patches of both domains through the
+shared trainer (``cut``, ``cyclegan``; stage ``translator``, two optimisers).
+
+``style.direction``:
+
+- ``target_to_source`` (the reference paper's main setting): target images are
+  harmonized toward the source and segmented by a source-trained model. The
+  harmonizer is stored in every segmentation checkpoint, so ``domadapt predict``
+  harmonizes new target volumes the same way, tile by tile with blending.
+  ``style.segmenter_from`` reuses the saved checkpoints of a finished run
+  (e.g. the pair's baseline) instead of training a new segmenter.
+- ``source_to_target``: the labeled source images are harmonized toward the
+  target and the segmenter is trained on them; target images stay as they are.
+
+No choice reads target labels: the translator's checkpoint is the one whose
+translated intensities are closest to the destination domain's
+(``translation_w1``), and the segmenter's is chosen by ``selection.criterion``
+on harmonized unlabeled target images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from domadapt.config import RunConfig
+from domadapt.data import harmonize
+from domadapt.data.patches import PatchSampler
+from domadapt.data.volume import UnlabeledVolume, Volume
+from domadapt.errors import ConfigError, RunFolderError
+from domadapt.inference import blend_tiles
+from domadapt.models.translation import ResnetGenerator
+from domadapt.models.unet import build_unet
+from domadapt.strategies.base import (
+    Domains,
+    FitResult,
+    Strategy,
+    StrategyContext,
+    build_monitors,
+    load_modules,
+    new_segmentation_net,
+    require_metric,
+    require_single_process,
+    segmentation_stage,
+    select,
+    source_sampler,
+)
+from domadapt.training.checkpoint import load_checkpoint, save_atomic
+from domadapt.training.monitors import EvalContext, fixed_slice_sample
+from domadapt.training.trainer import Stage, StageResult
+from domadapt.training.translation_monitor import TranslationMonitor
+
+LEARNED = ("cut", "cyclegan")
+POINTWISE = ("histogram", "meanstd", "equalize")
+
+
+@dataclass
+class Harmonization:
+    """What is applied to each domain (None: left as it is), and how to rebuild it."""
+
+    source: nn.Module | None
+    target: nn.Module | None
+    target_spec: dict | None  # stored in checkpoints so predict can rebuild ``target``
+    stages: list[StageResult]
+
+
+class StyleTransfer(Strategy):
+    name = "style_transfer"
+
+    def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
+        cfg = ctx.config
+        if cfg.style.kind in LEARNED:
+            require_single_process(ctx, f"style_transfer ({cfg.style.kind})")
+        harm = fit_harmonization(cfg, domains, ctx)
+        adapted = harmonize_domains(harm, domains, cfg, ctx.device)
+        write_samples(domains, adapted, cfg, ctx.run_dir)
+        if harm.target_spec is not None:
+            ctx.trainer.extra["harmonizer"] = harm.target_spec
+        if cfg.style.segmenter_from:
+            fit = reuse_segmenter(Path(cfg.style.segmenter_from), cfg, adapted, ctx)
+        else:
+            net = new_segmentation_net(cfg)
+            stage = segmentation_stage("segmentation", net, cfg, adapted, source_sampler(cfg, adapted))
+            fit = select(ctx.trainer.fit(stage), net, cfg.selection.criterion)
+        if harm.target is not None:
+            fit.model = nn.Sequential(harm.target.to(ctx.device), fit.model).eval()
+        fit.stages = harm.stages + fit.stages
+        return fit
+
+
+# ---------------------------------------------------------------------- harmonizers
+
+
+def fit_harmonization(cfg: RunConfig, domains: Domains, ctx: StrategyContext) -> Harmonization:
+    """Fit (or train) the harmonizer on unlabeled images of both domains."""
+    style = cfg.style
+    src, tgt = domains.source_train.image, domains.target_train.image
+    to_source = style.direction == "target_to_source"
+    moving, reference = (tgt, src) if to_source else (src, tgt)
+    stages: list[StageResult] = []
+    if style.kind == "equalize":  # both domains, whatever the direction
+        source, target = harmonize.equalization(src), harmonize.equalization(tgt)
+        return Harmonization(source, target, harmonizer_spec("equalize", target), stages)
+    if style.kind == "histogram":
+        module = harmonize.histogram_matching(moving, reference)
+    elif style.kind == "meanstd":
+        module = harmonize.mean_std_matching(moving, reference)
+    elif style.kind == "fda":
+        module = harmonize.fda(reference, cfg.inference.tile, style.fda_beta, cfg.seed)
+    else:
+        module, result = train_translator(cfg, moving, reference, ctx)
+        stages.append(result)
+    if to_source:
+        return Harmonization(None, module, harmonizer_spec(style.kind, module, style), stages)
+    return Harmonization(module, None, None, stages)
+
+
+def harmonizer_spec(kind: str, module: nn.Module, style=None) -> dict:
+    """Plain data (kind, arguments, tensors) that :func:`harmonizer_from_spec` rebuilds."""
+    args: dict = {}
+    if kind == "fda":
+        args = {"beta": module.beta}
+    elif kind in LEARNED:
+        args = {"width": style.generator_width, "n_blocks": style.generator_blocks}
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    return {"kind": kind, "args": args, "state": state}
+
+
+def harmonizer_from_spec(spec: dict) -> nn.Module:
+    """The harmonizer a checkpoint stored (see :func:`harmonizer_spec`), in eval mode."""
+    kind, args, state = spec["kind"], spec["args"], spec["state"]
+    if kind in POINTWISE:
+        module: nn.Module = harmonize.IntensityMap(state["xp"], state["fp"])
+    elif kind == "fda":
+        module = harmonize.FourierAmplitudeSwap(state["amplitude"], args["beta"])
+    elif kind in LEARNED:
+        module = ResnetGenerator(width=args["width"], n_blocks=args["n_blocks"])
+        module.load_state_dict(state)
+    else:
+        raise ConfigError(f"Unknown harmonizer kind '{kind}' in checkpoint.")
+    return module.eval()
+
+
+def harmonize_image(module: nn.Module, image: np.ndarray, cfg: RunConfig,
+                    device: torch.device) -> np.ndarray:
+    """A whole (Z, Y, X) normalised volume through ``module``, slice by slice, in blended tiles."""
+    module = module.to(device).eval()
+    inf = cfg.inference
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = module(torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(device))
+        return out[:, 0].float().cpu().numpy()
+
+    return np.stack([blend_tiles(run, np.asarray(plane, np.float32), inf.tile, inf.overlap,
+                                 inf.batch_size) for plane in image]).astype(np.float32)
+
+
+def harmonize_domains(harm: Harmonization, domains: Domains, cfg: RunConfig,
+                      device: torch.device) -> Domains:
+    """The splits as the segmenter and its monitors see them: harmonized where that applies.
+
+    Unlabeled target images are only read by the target monitor, which looks at
+    ``selection.target_slices`` fixed slices; only those are harmonized (the
+    test volume is harmonized tile by tile at prediction time).
+    """
+    def labeled(volume: Volume | None) -> Volume | None:
+        if volume is None or harm.source is None:
+            return volume
+        return replace(volume, image=harmonize_image(harm.source, volume.image, cfg, device))
+
+    def unlabeled(volume: UnlabeledVolume) -> UnlabeledVolume:
+        if harm.target is None:
+            return volume
+        slices = fixed_slice_sample(volume, cfg.selection.target_slices, cfg.seed)
+        return replace(volume, image=harmonize_image(harm.target, volume.image[slices], cfg, device))
+
+    test = (unlabeled(domains.target_test) if cfg.selection.target_split == "target_test"
+            else domains.target_test)
+    return Domains(labeled(domains.source_train), labeled(domains.source_val),
+                   unlabeled(domains.target_train), test)
+
+
+# ---------------------------------------------------------------------- learned translators
+
+
+def translator_steps(cfg: RunConfig) -> int:
+    style = cfg.style
+    return style.translator_steps or max(1, round(style.translator_share * cfg.train.steps))
+
+
+def train_translator(cfg: RunConfig, moving: np.ndarray, reference: np.ndarray,
+                     ctx: StrategyContext) -> tuple[nn.Module, StageResult]:
+    """Train CUT or CycleGAN (``moving`` -> ``reference``); return the chosen generator."""
+    stage = translator_stage(cfg, moving, reference)
+    result = ctx.trainer.fit(stage)
+    load_modules(result.best_path("translation_w1"), stage.modules)
+    return stage.modules["G"].eval(), result
+
+
+def translator_stage(cfg: RunConfig, moving: np.ndarray, reference: np.ndarray) -> Stage:
+    from domadapt.training.translation_objectives import (
+        TranslationLossWeights,
+        cut_objectives,
+        cyclegan_objectives,
+        translator_modules,
+        translator_param_groups,
+    )
+
+    style = cfg.style
+    modules = translator_modules(style.kind, style.generator_width, style.generator_blocks,
+                                 style.discriminator_width, cfg.seed)
+    optimizers = {name: torch.optim.Adam(params, lr=style.translator_lr, betas=(0.5, 0.999))
+                  for name, params in translator_param_groups(style.kind, modules).items()}
+    weights = TranslationLossWeights(gan=style.gan_weight, nce=style.nce_weight,
+                                     cycle=style.cycle_weight, identity=style.identity_weight)
+    objectives = cut_objectives(weights) if style.kind == "cut" else cyclegan_objectives(weights)
+    size = style.translator_patch
+    a = PatchSampler([moving], None, size, style.translator_batch, seed=cfg.seed)
+    b = PatchSampler([reference], None, size, style.translator_batch, seed=cfg.seed + 1)
+    monitor = TranslationMonitor(fixed_patches(moving, size, cfg.seed),
+                                 fixed_patches(reference, size, cfg.seed + 1))
+    t = cfg.train
+    return Stage(
+        name="translator", modules=modules, optimizers=optimizers, objectives=objectives,
+        batches=lambda g: {"a": a.sample(g)["image"], "b": b.sample(g)["image"]},
+        steps=translator_steps(cfg), eval_every=style.translator_eval_every, monitors=[monitor],
+        predictor=None, grad_clip=t.grad_clip, log_every=t.log_every, image_every=t.image_every)
+
+
+def fixed_patches(image: np.ndarray, size: int, seed: int, n: int = 16) -> np.ndarray:
+    """``n`` seeded (size, size) patches of a volume, the same at every evaluation."""
+    sampler = PatchSampler([image], None, size, n, seed=seed)
+    return sampler.sample(torch.Generator().manual_seed(seed))["image"][:, 0].numpy()
+
+
+# ---------------------------------------------------------------------- reused segmenter
+
+
+def reuse_segmenter(run_dir: Path, cfg: RunConfig, adapted: Domains, ctx: StrategyContext) -> FitResult:
+    """Re-score a finished run's saved segmentation checkpoints on the harmonized target.
+
+    The criterion sees the harmonized images the model will be applied to, so
+    it may pick another checkpoint than the original run did. The chosen one
+    is copied, with the harmonizer, into this run folder as the stage's best.
+    """
+    paths = _segmentation_checkpoints(run_dir)
+    first = load_checkpoint(paths[0])
+    _check_compatible(first, cfg, run_dir)
+    spec = first["model_spec"]
+    net = build_unet(spec["arch"], spec["width"], spec["depth"], spec["norm"]).to(ctx.device)
+    monitors = build_monitors(cfg, adapted)
+    criterion = cfg.selection.criterion
+    require_metric(criterion, "selection.criterion", "segmentation", monitors)
+    direction = {m: d for mon in monitors for m, d in mon.directions.items()}[criterion]
+    history = []
+    for epoch, path in enumerate(paths, start=1):
+        payload = load_checkpoint(path)
+        net.load_state_dict(payload["modules"]["net"])
+        ectx = EvalContext({"net": net}, net, ctx.device, False, payload["step"], False,
+                           cfg.inference.tile, cfg.inference.overlap)
+        record = {"step": payload["step"], "epoch": epoch}
+        with torch.no_grad():
+            for monitor in monitors:
+                record.update(monitor.evaluate(ectx).metrics)
+        history.append(record)
+    best = (max if direction == "max" else min)(range(len(history)), key=lambda i: history[i][criterion])
+    return _adopt(paths[best], history[best], history, criterion, direction, net, ctx)
+
+
+def _segmentation_checkpoints(run_dir: Path) -> list[Path]:
+    stage_dir = run_dir / "checkpoints" / "segmentation"
+    paths = sorted(stage_dir.glob("step-*.pt"))
+    if not paths:
+        raise RunFolderError(f"style.segmenter_from: {run_dir} holds no saved segmentation "
+                             "checkpoints (checkpoints/segmentation/step-*.pt); give a finished "
+                             "baseline or style_transfer run folder.")
+    return paths
+
+
+def _check_compatible(payload: dict, cfg: RunConfig, run_dir: Path) -> None:
+    trained = payload.get("config", {})
+    if trained.get("source") != cfg.source:
+        raise ConfigError(f"style.segmenter_from: {run_dir} was trained on source "
+                          f"'{trained.get('source')}', not '{cfg.source}'.")
+    if float(payload.get("pixel_size_nm", -1)) != cfg.data.pixel_size_nm:
+        raise ConfigError(f"style.segmenter_from: {run_dir} works at "
+                          f"{payload.get('pixel_size_nm')} nm, this run at "
+                          f"{cfg.data.pixel_size_nm} nm (data.pixel_size_nm).")
+    if payload.get("model_spec", {}).get("kind") != "unet":
+        raise ConfigError(f"style.segmenter_from: {run_dir} holds no U-Net segmenter.")
+
+
+def _adopt(path: Path, pick: dict, history: list[dict], criterion: str, direction: str,
+           net: nn.Module, ctx: StrategyContext) -> FitResult:
+    """Copy the chosen checkpoint (plus this run's config and harmonizer) into this run."""
+    import json
+
+    stage_dir = ctx.run_dir / "checkpoints" / "segmentation"
+    payload = load_checkpoint(path)
+    payload.update(ctx.trainer.extra)
+    payload["reused_from"] = str(path)
+    best = stage_dir / f"best-{criterion}.pt"
+    save_atomic(payload, best)
+    (stage_dir / "history.json").write_text(json.dumps(history, indent=1))
+    net.load_state_dict(payload["modules"]["net"])
+    net.eval()
+    result = StageResult("segmentation", history,
+                         {criterion: {"value": pick[criterion], "step": pick["step"],
+                                      "epoch": pick["epoch"], "path": str(best),
+                                      "direction": direction}},
+                         history[-1]["step"], False, stage_dir)
+    return FitResult(net, best, criterion, pick["step"], pick["epoch"], [result])
+
+
+# ---------------------------------------------------------------------- samples
+
+
+def write_samples(domains: Domains, adapted: Domains, cfg: RunConfig, run_dir: Path) -> list[Path]:
+    """PNG panels (original | harmonized | a real slice of the other domain) in translated/."""
+    import imageio.v3 as iio
+
+    pairs = []
+    if adapted.target_train is not domains.target_train:
+        slices = fixed_slice_sample(domains.target_train, cfg.selection.target_slices, cfg.seed)
+        pairs.append(("target", domains.target_train.image[slices], adapted.target_train.image,
+                      domains.source_train.image))
+    if adapted.source_train is not domains.source_train:
+        pairs.append(("source", domains.source_train.image, adapted.source_train.image,
+                      domains.target_train.image))
+    out = run_dir / "translated"
+    written = []
+    for name, before, after, other in pairs:
+        side = min(512, *before.shape[1:], *other.shape[1:])
+        for i in range(min(cfg.style.samples, len(before))):
+            z = i * len(before) // max(1, min(cfg.style.samples, len(before)))
+            panel = np.concatenate([_crop(before[z], side), _crop(after[z], side),
+                                    _crop(other[z * len(other) // len(before)], side)], axis=1)
+            out.mkdir(parents=True, exist_ok=True)
+            path = out / f"{name}_{i:02d}.png"
+            iio.imwrite(path, (np.clip(panel, 0, 1) * 255).round().astype(np.uint8))
+            written.append(path)
+    return written
+
+
+def _crop(plane: np.ndarray, side: int) -> np.ndarray:
+    y, x = (plane.shape[0] - side) // 2, (plane.shape[1] - side) // 2
+    return np.asarray(plane[y:y + side, x:x + side], np.float32)

@@ -1,0 +1,168 @@
+"""Style-transfer harmonization: classical harmonizers, learned translators, the strategy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from torch import nn
+
+from domadapt.config import build_config
+from domadapt.data import harmonize, synthetic
+from domadapt.errors import ConfigError, RunFolderError
+from domadapt.inference import blend_tiles
+from domadapt.pipeline import run, run_dir_for
+from domadapt.predict import model_from_checkpoint, predict_file
+from domadapt.training.translation_monitor import wasserstein_1d
+
+
+def _smooth_volume(seed: int, shape=(3, 96, 96)) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    return np.clip(gaussian_filter(rng.random(shape), (0, 3, 3)) * 4 - 1.5, 0, 1).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- classical harmonizers
+
+
+def test_histogram_matching_gives_the_reference_histogram_and_ignores_tiling():
+    reference = _smooth_volume(0)
+    moving = _smooth_volume(1) ** 3 * 0.6 + 0.2  # a monotone appearance change
+    lut = harmonize.histogram_matching(moving, reference)
+    with torch.no_grad():
+        matched = lut(torch.from_numpy(moving)).numpy()
+    assert wasserstein_1d(matched, reference) < 0.1 * wasserstein_1d(moving, reference)
+    assert np.all(np.diff(lut.fp.numpy()) >= 0)  # monotone: structures keep their order
+    # pointwise: harmonizing in blended tiles equals harmonizing the whole slice (no seams)
+    tiled = blend_tiles(lambda b: lut(torch.from_numpy(b)).numpy(), moving[0], tile=32, overlap=8)
+    np.testing.assert_allclose(tiled, matched[0], atol=1e-5)
+
+
+def test_mean_std_matching_and_equalization():
+    reference, moving = _smooth_volume(0), _smooth_volume(1) * 0.3 + 0.5
+    with torch.no_grad():
+        out = harmonize.mean_std_matching(moving, reference)(torch.from_numpy(moving)).numpy()
+        flat = harmonize.equalization(moving)(torch.from_numpy(moving)).numpy()
+    assert out.mean() == pytest.approx(reference.mean(), abs=0.01)
+    assert out.std() == pytest.approx(reference.std(), rel=0.05)
+    assert np.histogram(flat, bins=4, range=(0, 1))[0].std() < np.histogram(moving, 4, (0, 1))[0].std()
+
+
+def test_fda_swaps_low_frequency_amplitudes_and_keeps_phase_and_detail():
+    reference, moving = _smooth_volume(0, (4, 64, 64)), _smooth_volume(1, (1, 64, 64)) * 0.3 + 0.6
+    fda = harmonize.fda(reference, tile=64, beta=0.05)
+    with torch.no_grad():
+        out = fda(torch.from_numpy(moving)[:, None])[0, 0].numpy()
+    f_in, f_out = np.fft.fft2(moving[0]), np.fft.fft2(out)
+    low = fda.low.numpy()
+    np.testing.assert_allclose(np.abs(f_out)[low], fda.amplitude.numpy()[low], rtol=1e-3, atol=1e-2)
+    np.testing.assert_allclose(np.abs(f_out)[~low], np.abs(f_in)[~low], rtol=1e-3, atol=1e-2)
+    keep = np.abs(f_in) > 1e-3
+    phase_diff = np.angle(f_out[keep] * np.conj(f_in[keep]))
+    assert np.abs(phase_diff).max() < 1e-2
+    assert out.mean() == pytest.approx(reference.mean(), abs=0.02)  # the DC term comes along
+    with pytest.raises(ConfigError, match="inference.tile=64"):
+        fda(torch.zeros(1, 1, 32, 32))
+
+
+# ---------------------------------------------------------------------- the strategy on an appearance shift
+
+
+@pytest.fixture(scope="module")
+def appearance_shift(tmp_path_factory):
+    """Two volumes of one synthetic domain; the target differs only in appearance (gamma 3)."""
+    folder = tmp_path_factory.mktemp("shift")
+    domain = synthetic.get_domain("synth-hippocampus")
+    for name, split in (("src", "train"), ("tgt", "test")):
+        volume = synthetic.make_volume(domain, split, shape=(10, 192, 192))
+        image = volume.image
+        if name == "tgt":
+            image = np.round((image / 255.0) ** 3 * 255).astype(np.uint8)
+        tifffile.imwrite(folder / f"{name}.tif", image)
+        tifffile.imwrite(folder / f"{name}_mask.tif", volume.mask)
+    return folder
+
+
+def _shift_config(folder, method="baseline", *overrides, out="runs"):
+    return build_config(
+        profile="smoke", method=method,
+        overrides=["train.threads=1", "data.pixel_size_nm=5", "train.steps=150",
+                   "train.eval_every=50", "data.patch_size=64", "selection.monitors=[source_val]",
+                   "selection.criterion=source_val_iou", *overrides],
+        flags={"source": str(folder / "src.tif"), "target": str(folder / "tgt.tif"),
+               "out": str(folder / out),
+               "data": {"source_mask": str(folder / "src_mask.tif"),
+                        "target_mask": str(folder / "tgt_mask.tif"),
+                        "source_voxel_size": [5, 5, 5], "target_voxel_size": [5, 5, 5]}})
+
+
+@pytest.fixture(scope="module")
+def shift_baseline(appearance_shift):
+    cfg = _shift_config(appearance_shift)
+    return run(cfg, progress=False), run_dir_for(cfg)
+
+
+@pytest.mark.parametrize("kind", ["histogram", "fda"])
+def test_harmonization_raises_target_iou_on_an_appearance_shift(appearance_shift, shift_baseline, kind):
+    """Same segmenter (reused from the baseline run), target harmonized first: a clear gain."""
+    baseline, baseline_dir = shift_baseline
+    cfg = _shift_config(appearance_shift, "style_transfer", f"style.kind={kind}",
+                        f"style.segmenter_from={baseline_dir}", out=f"runs-{kind}")
+    metrics = run(cfg, progress=False)
+    print(f"{kind}: target IoU {metrics['target_iou']:.3f} vs baseline {baseline['target_iou']:.3f}")
+    assert metrics["target_iou"] > baseline["target_iou"] + 0.2
+    folder = run_dir_for(cfg)
+    assert sorted(p.name for p in (folder / "translated").glob("*.png"))  # samples written
+    # predict reloads the harmonizer from the checkpoint and reproduces the run's prediction
+    net, payload = model_from_checkpoint(metrics["selected_checkpoint"])
+    assert isinstance(net, nn.Sequential) and payload["harmonizer"]["kind"] == kind
+    out = predict_file(metrics["selected_checkpoint"], appearance_shift / "tgt.tif",
+                       folder / "again.tif", voxel_size=[5, 5, 5], device="cpu", progress=False)
+    np.testing.assert_array_equal(tifffile.imread(out),
+                                  tifffile.imread(folder / "predictions" / "target_test_prob.tif"))
+
+
+def test_source_to_target_trains_on_harmonized_source(appearance_shift, shift_baseline):
+    baseline, _ = shift_baseline
+    cfg = _shift_config(appearance_shift, "style_transfer", "style.kind=histogram",
+                        "style.direction=source_to_target", out="runs-s2t")
+    metrics = run(cfg, progress=False)
+    assert metrics["target_iou"] > baseline["target_iou"] + 0.2
+    net, payload = model_from_checkpoint(metrics["selected_checkpoint"])
+    assert "harmonizer" not in payload and not isinstance(net, nn.Sequential)
+    assert list((run_dir_for(cfg) / "translated").glob("source_*.png"))
+
+
+@pytest.mark.parametrize("kind", ["cut", "cyclegan"])
+def test_learned_translator_brings_target_intensities_toward_the_source(appearance_shift,
+                                                                       shift_baseline, kind):
+    _, baseline_dir = shift_baseline
+    cfg = _shift_config(appearance_shift, "style_transfer", f"style.kind={kind}",
+                        f"style.segmenter_from={baseline_dir}", "style.translator_steps=40",
+                        "style.translator_eval_every=20", "style.translator_patch=64",
+                        "style.translator_lr=0.002", "style.generator_width=8",
+                        "style.generator_blocks=2", "style.discriminator_width=8",
+                        out=f"runs-{kind}")
+    metrics = run(cfg, progress=False)
+    history = json.loads((run_dir_for(cfg) / "checkpoints/translator/history.json").read_text())
+    best = min(r["translation_w1"] for r in history)
+    assert best < 0.5 * history[0]["translation_w1_untranslated"]
+    assert metrics["stages"]["translator"]["last_step"] == 40
+    assert (run_dir_for(cfg) / "tb" / "translator").is_dir()
+
+
+def test_segmenter_from_is_checked(appearance_shift, shift_baseline, tiny_config, tmp_path):
+    _, baseline_dir = shift_baseline
+    with pytest.raises(ConfigError, match="source_to_target"):
+        _shift_config(appearance_shift, "style_transfer", f"style.segmenter_from={baseline_dir}",
+                      "style.direction=source_to_target")
+    with pytest.raises(RunFolderError, match="no saved segmentation"):
+        run(_shift_config(appearance_shift, "style_transfer", f"style.segmenter_from={tmp_path}",
+                          out="bad"), progress=False)
+    with pytest.raises(ConfigError, match="trained on source"):  # another pair's model
+        run(tiny_config(f"style.segmenter_from={baseline_dir}", method="style_transfer"),
+            progress=False)

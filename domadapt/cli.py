@@ -186,6 +186,48 @@ def datasets_download(name, data_root) -> None:
     click.echo(f"ready: {download_dataset(name, data_root)}")
 
 
+def _csv(value: str | None, cast=str) -> list | None:
+    if value is None:
+        return None
+    try:
+        return [cast(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise DataError(f"Expected a comma-separated list of numbers, got '{value}'.") from None
+
+
+@cli.command()
+@click.option("--datasets", help="Comma-separated datasets; every ordered pair is run.")
+@click.option("--methods", help="Comma-separated methods (configs/methods/).")
+@click.option("--seeds", help="Comma-separated seeds (default 0).")
+@click.option("--profile", help="Size preset of every run (default cpu-quick).")
+@click.option("--executor", type=click.Choice(["local", "pool", "slurm"]),
+              help="local: one run after another; pool: parallel local processes; "
+                   "slurm: one job per run through submitit.")
+@click.option("--workers", type=int, help="Parallel runs of the pool executor.")
+@click.option("--out", help="Benchmark folder (runs/, results.csv, summary.md, figures).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="A benchmark YAML (configs/benchmarks/) holding the same keys.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Config override applied to every run (repeatable).")
+@click.option("--regret", is_flag=True, default=None,
+              help="Also score every checkpoint on target labels: the selection-regret table.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def benchmark(datasets, methods, seeds, profile, executor, workers, out, config_file, overrides,
+              regret, quiet) -> None:
+    """Run every ordered source->target pair x method x seed; skip finished runs; aggregate."""
+    from domadapt.benchmark import benchmark as run_benchmark
+    from domadapt.benchmark import load_benchmark_config
+
+    bc = load_benchmark_config(
+        config_file, datasets=_csv(datasets), methods=_csv(methods), seeds=_csv(seeds, int),
+        profile=profile, executor=executor, workers=workers, out=out, regret=regret,
+        overrides=list(overrides) or None)
+    written = run_benchmark(bc, progress=not quiet)
+    for name in ("summary.md", "results.csv", "heatmap.png"):
+        if name in written:
+            click.echo(f"{name.split('.')[0]}: {written[name]}")
+
+
 def main() -> None:
     """Console entry point: user errors become one sentence and exit code 2."""
     try:

@@ -269,6 +269,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
                 f"Config key '{key}' must be one of {', '.join(map(str, args))}, got {value!r}."
             )
         return value
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"Config key '{key}' must be a mapping, got {value!r}.")
+        return dict(value)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"Config key '{key}' must be a list, got {value!r}.")

@@ -83,7 +83,13 @@ def load_benchmark_config(path: str | Path | None = None, **flags) -> BenchmarkC
         raise ConfigError("Config keys 'methods' and 'seeds' must not be empty.")
     if bc.workers < 1:
         raise ConfigError(f"Config key 'workers' must be positive, got {bc.workers}.")
+    from domadapt.data.registry import dataset_names
     from domadapt.strategies import strategy_classes
+
+    missing = [d for d in bc.datasets if d not in dataset_names() and not Path(d).exists()]
+    if missing:
+        raise ConfigError(f"Unknown dataset(s) {', '.join(missing)}; valid names: "
+                          f"{', '.join(dataset_names())} (or a dataset YAML / volume path).")
 
     unknown = [m for m in bc.methods if m not in strategy_classes()]
     if unknown:

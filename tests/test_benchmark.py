@@ -54,6 +54,8 @@ def test_config_errors_name_the_problem(tmp_path):
         load_benchmark_config(datasets=["lucchi"])
     with pytest.raises(ConfigError, match="Unknown method"):
         load_benchmark_config(methods=["nope"])
+    with pytest.raises(ConfigError, match="Unknown dataset"):
+        load_benchmark_config(datasets=["lucchi", "lucchy"])
     bad = tmp_path / "bench.yaml"
     bad.write_text("datasets: [a, b]\nworkerz: 2\n")
     with pytest.raises(ConfigError, match="workerz"):

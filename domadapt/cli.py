@@ -228,6 +228,36 @@ def benchmark(datasets, methods, seeds, profile, executor, workers, out, config_
             click.echo(f"{name.split('.')[0]}: {written[name]}")
 
 
+@cli.command()
+@click.option("--from", "start", required=True, type=click.Path(),
+              help="A finished run folder (its chosen checkpoint) or a checkpoint file.")
+@click.option("--target", required=True, help="Target dataset with labeled training slices.")
+@click.option("--n-labeled", default="0,1,5,10,20", show_default=True,
+              help="Comma-separated numbers of labeled target training slices.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
+@click.option("--steps", type=int, default=300, show_default=True, help="Training steps per fine-tune.")
+@click.option("--patch", type=int, help="Patch size (default: the starting run's).")
+@click.option("--lr", type=float, help="Learning rate (default: the starting run's).")
+@click.option("--loss", type=click.Choice(["bce", "dice", "bce_dice"]), help="Default: the run's.")
+@click.option("--no-scratch", is_flag=True, help="Skip the from-scratch comparison models.")
+@click.option("--threads", type=int, default=0, help="CPU threads (0: torch's default).")
+@click.option("--data-root", help="Folder holding the datasets (default: $DOMADAPT_DATA).")
+@click.option("--out", required=True, help="Folder for the table, the curve and every fine-tune.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def finetune(start, target, n_labeled, seeds, steps, patch, lr, loss, no_scratch, threads, data_root,
+             out, quiet) -> None:
+    """Fine-tune a run's model on N labeled target slices: the label-efficiency curve."""
+    from domadapt.finetune import FinetuneSettings
+    from domadapt.finetune import finetune as run_finetune
+
+    settings = FinetuneSettings(n_labeled=_csv(n_labeled, int), seeds=_csv(seeds, int), steps=steps,
+                                patch_size=patch, lr=lr, loss=loss, scratch=not no_scratch,
+                                threads=threads)
+    folder = run_finetune(start, target, settings, out, data_root, progress=not quiet)
+    click.echo((folder / "label_efficiency.md").read_text())
+    click.echo(f"curve: {folder / 'label_efficiency.png'}")
+
+
 def main() -> None:
     """Console entry point: user errors become one sentence and exit code 2."""
     try:

@@ -113,7 +113,7 @@ def grid(bc: BenchmarkConfig) -> list[list[RunSpec]]:
             for method in bc.methods:
                 if method == "baseline":
                     continue  # the source-only reference run
-                (second if method == "style_transfer" else first).append(
+                (second if _is_style_transfer(method) else first).append(
                     RunSpec(source, target, method, seed, "method", _dependency(bc, source, target, seed,
                                                                                method)))
         if bc.oracle:
@@ -121,8 +121,14 @@ def grid(bc: BenchmarkConfig) -> list[list[RunSpec]]:
     return [phase for phase in (first, second) if phase]
 
 
+def _is_style_transfer(method: str) -> bool:
+    from domadapt.strategies import get_strategy
+
+    return get_strategy(method).name == "style_transfer"
+
+
 def _dependency(bc: BenchmarkConfig, source: str, target: str, seed: int, method: str) -> tuple[str, ...]:
-    if method != "style_transfer" or not bc.reuse_baseline:
+    if not _is_style_transfer(method) or not bc.reuse_baseline:
         return ()
     probe = run_config(bc, RunSpec(source, target, method, seed))
     if probe.style.direction != "target_to_source" or probe.style.segmenter_from:

@@ -75,6 +75,9 @@ def test_grid_has_reference_rows_and_style_transfer_reuses_the_baseline(tmp_path
                             ("synth-hippocampus", "synth-hippocampus", "oracle"),
                             ("synth-cortex", "synth-cortex", "oracle")])
     assert {s.method for s in second} == {"style_transfer"}
+    variants = grid(_config(tmp_path, methods=["style_transfer-fda", "ssl-masked"], oracle=False))
+    assert {s.method for s in variants[1]} == {"style_transfer-fda"}  # reuses the baseline too
+    assert {s.method for s in variants[0]} == {"baseline", "ssl-masked"}
     for spec in second:
         (dep,) = spec.overrides
         assert dep.startswith("style.segmenter_from=")

@@ -75,6 +75,9 @@ class Harmonization:
 
 class StyleTransfer(Strategy):
     name = "style_transfer"
+    # One harmonizer each (configs/methods/), so a benchmark can compare them side by side.
+    aliases = ("style_transfer-fda", "style_transfer-meanstd", "style_transfer-equalize",
+               "style_transfer-cut", "style_transfer-cyclegan")
 
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
         cfg = ctx.config

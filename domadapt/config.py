@@ -48,6 +48,9 @@ class DataConfig:
     target_mask: str | None = None  # optional target test labels, for scoring only
     synthetic_shape: list[int] | None = None  # Z,Y,X override for synthetic domains
     max_slices: int | None = None  # keep at most this many z-slices per split (quick tests)
+    # Labeled splits of the SOURCE used for training: [train] (default) or [train, test]: a
+    # source's test split is not needed by a run on another target, so it can add labels.
+    source_splits: list[Literal["train", "test"]] = field(default_factory=lambda: ["train"])
 
 
 @dataclass
@@ -349,6 +352,12 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("Config key 'inference.overlap' must be in [0, inference.tile).")
     if not 0.0 <= cfg.data.source_val_fraction < 1.0:
         raise ConfigError("Config key 'data.source_val_fraction' must be in [0, 1).")
+    splits = cfg.data.source_splits
+    if not splits or len(set(splits)) != len(splits):
+        raise ConfigError("Config key 'data.source_splits' must list train and/or test once each.")
+    if "test" in splits and cfg.source == cfg.target:
+        raise ConfigError("Config key 'data.source_splits' includes test, but the source is the "
+                          "target: its test split would be trained on and then scored.")
     validate_multitask(cfg.multitask)
     validate_ssl(cfg.ssl)
     validate_style(cfg.style)

@@ -76,3 +76,18 @@ def test_invalid_yaml_file_is_one_sentence(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         build_config(profile="smoke", config_file=bad)
+
+
+def test_source_splits_stack_the_source_test_split_but_never_the_targets():
+    from domadapt.data.prepare import load_source
+
+    both = build_config(profile="smoke", overrides=["data.source_splits=[train,test]"])
+    train_only = build_config(profile="smoke")
+    stacked, train = load_source(both), load_source(train_only)
+    assert stacked.shape[0] == 2 * train.shape[0]
+    assert (stacked.image[: train.shape[0]] == train.image).all()
+    with pytest.raises(ConfigError, match="source is the target"):
+        build_config(profile="smoke", overrides=["data.source_splits=[train,test]"],
+                     flags={"target": "synth-hippocampus"})
+    with pytest.raises(ConfigError, match="source_splits"):
+        build_config(profile="smoke", overrides=["data.source_splits=[train,train]"])

@@ -104,14 +104,29 @@ def split_source(volume: Volume, fraction: float) -> tuple[Volume, Volume | None
 
 
 def load_source(cfg: RunConfig) -> Volume:
+    """The labeled source: its ``data.source_splits`` stacked along z (train first)."""
     d = cfg.data
-    source = resolve_dataset(cfg.source, "train", d.data_root, d.source_voxel_size,
-                             d.source_mask, **_options(cfg, cfg.source))
-    if not isinstance(source, Volume):
-        raise DataError(
-            f"The source '{cfg.source}' has no labels; a source needs a mask (--source-mask)."
-        )
-    return _limit(source, d.max_slices)
+    parts = []
+    for split in d.source_splits:
+        source = resolve_dataset(cfg.source, split, d.data_root, d.source_voxel_size,
+                                 d.source_mask, **_options(cfg, cfg.source))
+        if not isinstance(source, Volume):
+            raise DataError(
+                f"The source '{cfg.source}' has no labels in its {split} split; a source needs "
+                "a mask (--source-mask)."
+            )
+        parts.append(_limit(source, d.max_slices))
+    return _stack(parts, cfg.source)
+
+
+def _stack(parts: list[Volume], name: str) -> Volume:
+    if len(parts) == 1:
+        return parts[0]
+    if len({p.shape[1:] for p in parts}) > 1 or len({p.voxel_size_nm for p in parts}) > 1:
+        raise DataError(f"The splits of the source '{name}' differ in y/x shape or voxel size "
+                        f"({', '.join(str(p.shape) for p in parts)}); they cannot be stacked.")
+    return Volume(np.concatenate([p.image for p in parts]), np.concatenate([p.mask for p in parts]),
+                  parts[0].voxel_size_nm, f"{name}:" + "+".join(p.name for p in parts))
 
 
 def load_target(cfg: RunConfig, split: str):

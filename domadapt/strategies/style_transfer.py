@@ -81,8 +81,8 @@ class StyleTransfer(Strategy):
 
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
         cfg = ctx.config
-        if cfg.style.kind in LEARNED:
-            require_single_process(ctx, f"style_transfer ({cfg.style.kind})")
+        if cfg.style.kind in LEARNED or cfg.style.segmenter_from:
+            require_single_process(ctx, f"style_transfer ({cfg.style.kind}, or a reused segmenter)")
         harm = fit_harmonization(cfg, domains, ctx)
         adapted = harmonize_domains(harm, domains, cfg, ctx.device)
         write_samples(domains, adapted, cfg, ctx.run_dir)

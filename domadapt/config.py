@@ -122,6 +122,20 @@ class InferenceConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Segmentation pretraining on another labeled dataset before the method trains.
+
+    Every segmentation network of the method (whatever the method) starts from
+    ``weights``: a checkpoint given here, or the one the ``pretrain`` stage
+    trains on ``dataset`` (e.g. a synthetic domain) and records here.
+    """
+
+    dataset: str | None = None  # a labeled dataset (name, YAML or path), e.g. synth-hippocampus
+    steps: int | None = None  # pretraining steps; null: train.steps // 2
+    weights: str | None = None  # a checkpoint to start from (set by the pretrain stage)
+
+
+@dataclass
 class RunConfig:
     """Everything a ``domadapt run`` needs; written resolved into the run folder."""
 
@@ -140,6 +154,7 @@ class RunConfig:
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
     ssl: SslConfig = field(default_factory=SslConfig)
     style: StyleConfig = field(default_factory=StyleConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -352,6 +367,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("Config key 'inference.overlap' must be in [0, inference.tile).")
     if not 0.0 <= cfg.data.source_val_fraction < 1.0:
         raise ConfigError("Config key 'data.source_val_fraction' must be in [0, 1).")
+    if cfg.pretrain.steps is not None and cfg.pretrain.steps <= 0:
+        raise ConfigError(f"Config key 'pretrain.steps' must be positive, got {cfg.pretrain.steps}.")
+    if cfg.pretrain.dataset and cfg.pretrain.dataset == cfg.target:
+        raise ConfigError("Config key 'pretrain.dataset' names the target: pretraining on its "
+                          "labels would not be unsupervised adaptation.")
     splits = cfg.data.source_splits
     if not splits or len(set(splits)) != len(splits):
         raise ConfigError("Config key 'data.source_splits' must list train and/or test once each.")

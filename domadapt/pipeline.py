@@ -114,6 +114,8 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
                       extra=checkpoint_extra(cfg, data), progress=progress, dist=dist,
                       tile=cfg.inference.tile, overlap=cfg.inference.overlap)
     try:
+        if cfg.pretrain.dataset and not cfg.pretrain.weights:
+            cfg = _pretrain(cfg, trainer, run_dir, dist)
         fit = strategy.fit(domains, StrategyContext(cfg, trainer, device, run_dir))
     except DomadaptError:
         _remove_if_untrained(run_dir, resume, dist)
@@ -124,6 +126,17 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
     metrics = _metrics(cfg, fit, scores, device, time.perf_counter() - start, dist.world_size)
     _write_outputs(run_dir, metrics, fit)
     return metrics
+
+
+def _pretrain(cfg: RunConfig, trainer: Trainer, run_dir: Path, dist: DistInfo) -> RunConfig:
+    """Stage ``pretrain``; the resolved config then records the weights every net starts from."""
+    from domadapt.strategies.pretrain import pretrain
+
+    cfg = pretrain(cfg, trainer)
+    trainer.extra["config"] = cfg.to_dict()
+    if dist.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+    return cfg
 
 
 def _remove_if_untrained(run_dir: Path, resume: bool, dist: DistInfo) -> None:

@@ -94,3 +94,29 @@ def test_unlabeled_user_target_reports_no_iou(tiny_config, tmp_path):
     assert metrics["target_iou"] is None and metrics["target_labels"] is False
     assert (run_dir_for(cfg) / "predictions/target_test_prob.tif").is_file()
     assert run_dir_for(cfg).parent.parent.name == "synth-hippocampus-to-my_target"
+
+
+def test_pretraining_stage_starts_every_net_from_its_weights(tiny_config):
+    import torch
+
+    from domadapt.config import config_from_plain
+    from domadapt.errors import ConfigError
+    from domadapt.strategies.base import new_segmentation_net
+    from domadapt.training.checkpoint import load_checkpoint
+
+    cfg = tiny_config("pretrain.dataset=synth-vnc", "pretrain.steps=10")
+    run(cfg, progress=False)
+    folder = run_dir_for(cfg)
+    resolved = config_from_plain(load_checkpoint(folder / "checkpoints/segmentation/last.pt")["config"])
+    weights = load_checkpoint(resolved.pretrain.weights)
+    assert weights["stage"] == "pretrain" and "checkpoints/pretrain/" in resolved.pretrain.weights
+    net = new_segmentation_net(resolved)
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, weights["modules"]["net"][key])
+    assert not torch.equal(new_segmentation_net(cfg).state_dict()["decoder.head.weight"],
+                           net.state_dict()["decoder.head.weight"])
+    with pytest.raises(ConfigError, match="names the target"):
+        tiny_config("pretrain.dataset=synth-cortex")
+    wrong = tiny_config(f"pretrain.weights={resolved.pretrain.weights}", "model.width=4")
+    with pytest.raises(ConfigError, match="holds no segmentation network of this run"):
+        new_segmentation_net(wrong)

@@ -44,8 +44,8 @@ class PreparedData:
     source_stats: dict
 
 
-def _options(cfg: RunConfig, ref: str) -> dict[str, Any]:
-    """Registry options that apply to ``ref`` (a registered name or a path)."""
+def dataset_options(cfg: RunConfig, ref: str) -> dict[str, Any]:
+    """Registry options of the run that apply to ``ref`` (a registered name or a path)."""
     from domadapt.data.registry import dataset_names, get_spec
 
     if ref not in dataset_names():
@@ -109,7 +109,7 @@ def load_source(cfg: RunConfig) -> Volume:
     parts = []
     for split in d.source_splits:
         source = resolve_dataset(cfg.source, split, d.data_root, d.source_voxel_size,
-                                 d.source_mask, **_options(cfg, cfg.source))
+                                 d.source_mask, **dataset_options(cfg, cfg.source))
         if not isinstance(source, Volume):
             raise DataError(
                 f"The source '{cfg.source}' has no labels in its {split} split; a source needs "
@@ -133,7 +133,7 @@ def load_target(cfg: RunConfig, split: str):
     d = cfg.data
     mask = d.target_mask if split == "test" else None
     volume = resolve_dataset(cfg.target, split, d.data_root, d.target_voxel_size, mask,
-                             **_options(cfg, cfg.target))
+                             **dataset_options(cfg, cfg.target))
     return _limit(volume, d.max_slices)
 
 

@@ -133,10 +133,18 @@ def target_monitor(cfg: RunConfig, domains: Domains) -> Monitor:
 
 
 def new_segmentation_net(cfg: RunConfig) -> nn.Module:
-    """A freshly initialised U-Net; the seed fixes its weights."""
+    """A U-Net initialised by the seed, or from ``pretrain.weights`` when set."""
     torch.manual_seed(cfg.seed)
     m = cfg.model
-    return build_unet(m.arch, m.width, m.depth, m.norm)
+    net = build_unet(m.arch, m.width, m.depth, m.norm)
+    if cfg.pretrain.weights:
+        payload = load_checkpoint(cfg.pretrain.weights)
+        try:
+            net.load_state_dict(payload["modules"][payload.get("predictor") or "net"])
+        except (KeyError, RuntimeError):
+            raise ConfigError(f"pretrain.weights {cfg.pretrain.weights} holds no segmentation "
+                              "network of this run's model (model.arch/width/depth/norm).") from None
+    return net
 
 
 def source_sampler(cfg: RunConfig, domains: Domains) -> PatchSampler:

@@ -1,0 +1,57 @@
+"""Segmentation pretraining on another labeled dataset (e.g. a synthetic domain).
+
+Runs before any method, as the run's stage ``pretrain``: a U-Net trained on
+the pretraining dataset's labeled training split (resampled to the run's
+pixel size like every volume). Its checkpoint with the best IoU on the
+pretraining dataset's own held-out slices becomes ``pretrain.weights``, from
+which every segmentation network of the method then starts. Neither source
+nor target labels are involved, so the method's label-free choices stay so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from domadapt.config import RunConfig
+from domadapt.data.augment import augment_batch
+from domadapt.data.patches import PatchSampler
+from domadapt.data.prepare import dataset_options, prepare_labeled, split_source
+from domadapt.data.registry import resolve_dataset
+from domadapt.data.volume import Volume
+from domadapt.errors import DataError
+from domadapt.strategies.base import new_segmentation_net, segmentation_objective, train_settings
+from domadapt.training.losses import segmentation_loss
+from domadapt.training.monitors import SourceValMonitor
+from domadapt.training.optim import make_optimizer
+from domadapt.training.trainer import Stage, Trainer
+
+CRITERION = "source_val_iou"  # on the pretraining dataset's own held-out slices
+
+
+def pretrain_steps(cfg: RunConfig) -> int:
+    return cfg.pretrain.steps or max(1, cfg.train.steps // 2)
+
+
+def pretrain(cfg: RunConfig, trainer: Trainer) -> RunConfig:
+    """Train stage ``pretrain`` and return ``cfg`` with ``pretrain.weights`` set to its choice."""
+    d = cfg.data
+    volume = resolve_dataset(cfg.pretrain.dataset, "train", d.data_root,
+                             **dataset_options(cfg, cfg.pretrain.dataset))
+    if not isinstance(volume, Volume):
+        raise DataError(f"pretrain.dataset '{cfg.pretrain.dataset}' has no labels to pretrain on.")
+    prepared, _ = prepare_labeled(volume, d.pixel_size_nm)
+    train, val = split_source(prepared, max(d.source_val_fraction, 0.1))
+    net = new_segmentation_net(replace(cfg, pretrain=replace(cfg.pretrain, weights=None)))
+    sampler = PatchSampler([train.image], [train.mask], d.patch_size, d.batch_size,
+                           d.foreground_patch_prob, cfg.seed)
+    optimizer = make_optimizer(net.parameters(), cfg.train)
+    steps = pretrain_steps(cfg)
+    stage = Stage(name="pretrain", modules={"net": net}, optimizers={"main": optimizer},
+                  objectives=[segmentation_objective(cfg.train.loss)], batches=sampler.sample,
+                  transform=lambda batch, g: augment_batch(batch, cfg.augment, g), steps=steps,
+                  monitors=[SourceValMonitor(val, segmentation_loss(cfg.train.loss))], predictor="net",
+                  **train_settings(cfg, optimizer, steps))
+    result = trainer.fit(stage)
+    weights: Path = result.best_path(CRITERION)
+    return replace(cfg, pretrain=replace(cfg.pretrain, weights=str(weights)))

@@ -175,6 +175,9 @@ def validate_style(style: StyleConfig) -> None:
     for key in ("gan_weight", "nce_weight", "cycle_weight", "identity_weight"):
         if getattr(style, key) < 0:
             raise ConfigError(f"Config key 'style.{key}' must be >= 0, got {getattr(style, key)!r}.")
+    if style.segmenter_from and style.kind == "equalize":
+        raise ConfigError("Config key 'style.segmenter_from' cannot serve style.kind=equalize: it "
+                          "equalizes the source too, so its segmenter must be trained anew.")
     if style.segmenter_from and style.direction != "target_to_source":
         raise ConfigError("Config key 'style.segmenter_from' needs style.direction=target_to_source: "
                           "a source_to_target run must train its segmenter on the harmonized source.")

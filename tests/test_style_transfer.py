@@ -126,14 +126,18 @@ def test_harmonization_raises_target_iou_on_an_appearance_shift(appearance_shift
                                   tifffile.imread(folder / "predictions" / "target_test_prob.tif"))
 
 
-def test_source_to_target_trains_on_harmonized_source(appearance_shift, shift_baseline):
+@pytest.mark.parametrize("kind,direction", [("histogram", "source_to_target"),
+                                            ("equalize", "target_to_source")])
+def test_harmonizing_the_source_trains_a_segmenter_on_it(appearance_shift, shift_baseline, kind,
+                                                         direction):
     baseline, _ = shift_baseline
-    cfg = _shift_config(appearance_shift, "style_transfer", "style.kind=histogram",
-                        "style.direction=source_to_target", out="runs-s2t")
+    cfg = _shift_config(appearance_shift, "style_transfer", f"style.kind={kind}",
+                        f"style.direction={direction}", out=f"runs-{kind}-own")
     metrics = run(cfg, progress=False)
+    print(f"{kind}: target IoU {metrics['target_iou']:.3f} vs baseline {baseline['target_iou']:.3f}")
     assert metrics["target_iou"] > baseline["target_iou"] + 0.2
     net, payload = model_from_checkpoint(metrics["selected_checkpoint"])
-    assert "harmonizer" not in payload and not isinstance(net, nn.Sequential)
+    assert ("harmonizer" in payload) == (kind == "equalize")  # equalize: the target too
     assert list((run_dir_for(cfg) / "translated").glob("source_*.png"))
 
 
@@ -160,6 +164,9 @@ def test_segmenter_from_is_checked(appearance_shift, shift_baseline, tiny_config
     with pytest.raises(ConfigError, match="source_to_target"):
         _shift_config(appearance_shift, "style_transfer", f"style.segmenter_from={baseline_dir}",
                       "style.direction=source_to_target")
+    with pytest.raises(ConfigError, match="equalize"):
+        _shift_config(appearance_shift, "style_transfer", f"style.segmenter_from={baseline_dir}",
+                      "style.kind=equalize")
     with pytest.raises(RunFolderError, match="no saved segmentation"):
         run(_shift_config(appearance_shift, "style_transfer", f"style.segmenter_from={tmp_path}",
                           out="bad"), progress=False)

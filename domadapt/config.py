@@ -372,6 +372,10 @@ def validate(cfg: RunConfig) -> None:
     if cfg.pretrain.dataset and cfg.pretrain.dataset == cfg.target:
         raise ConfigError("Config key 'pretrain.dataset' names the target: pretraining on its "
                           "labels would not be unsupervised adaptation.")
+    sources = [ref.strip() for ref in cfg.source.split(",")]
+    if len(sources) > 1 and cfg.target in sources:
+        raise ConfigError(f"The target '{cfg.target}' is also one of the sources ({cfg.source}): "
+                          "its labels would be trained on.")
     splits = cfg.data.source_splits
     if not splits or len(set(splits)) != len(splits):
         raise ConfigError("Config key 'data.source_splits' must list train and/or test once each.")

@@ -35,6 +35,8 @@ METRICS_FILE = "metrics.json"
 
 def dataset_label(ref: str) -> str:
     """A folder-safe name for a dataset reference (registered name or path)."""
+    if "," in ref:  # several sources
+        return "+".join(dataset_label(r.strip()) for r in ref.split(",") if r.strip())
     name = Path(ref).stem if ("/" in ref or os.sep in ref or "." in ref) else ref
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 

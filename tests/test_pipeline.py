@@ -120,3 +120,26 @@ def test_pretraining_stage_starts_every_net_from_its_weights(tiny_config):
     wrong = tiny_config(f"pretrain.weights={resolved.pretrain.weights}", "model.width=4")
     with pytest.raises(ConfigError, match="holds no segmentation network of this run"):
         new_segmentation_net(wrong)
+
+
+def test_several_sources_train_jointly_with_balanced_sampling(tiny_config):
+    from domadapt.data.prepare import prepare_data
+    from domadapt.data.volume import IGNORE_LABEL
+    from domadapt.errors import ConfigError
+    from domadapt.strategies.base import source_sampler
+
+    cfg = tiny_config(source="synth-hippocampus,synth-vnc")
+    data = prepare_data(cfg)
+    parts = data.source_train.parts
+    assert [p.name.split(":")[0] for p in parts] == ["synth-hippocampus", "synth-vnc"]
+    assert data.source_train.shape[0] == sum(p.shape[0] for p in parts)
+    small = min(parts, key=lambda p: p.shape[1])  # padded region of the smaller source: ignored
+    z = data.source_train.shape[0] - 1 if small is parts[-1] else 0
+    assert (data.source_train.mask[z, small.shape[1]:] == IGNORE_LABEL).all()
+    domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
+    assert len(source_sampler(cfg, domains).images) == 2  # each source drawn with probability 1/2
+    metrics = run(cfg, progress=False)
+    assert run_dir_for(cfg).parts[-3] == "synth-hippocampus+synth-vnc-to-synth-cortex"
+    assert metrics["target_iou"] is not None
+    with pytest.raises(ConfigError, match="also one of the sources"):
+        tiny_config(source="synth-hippocampus,synth-cortex")

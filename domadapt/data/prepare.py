@@ -21,7 +21,7 @@ from domadapt.data.transforms import (
     resample_mask,
     scale_factor,
 )
-from domadapt.data.volume import UnlabeledVolume, Volume
+from domadapt.data.volume import UnlabeledVolume, Volume, stack_volumes
 from domadapt.errors import DataError
 
 
@@ -103,20 +103,44 @@ def split_source(volume: Volume, fraction: float) -> tuple[Volume, Volume | None
     return train, val
 
 
-def load_source(cfg: RunConfig) -> Volume:
-    """The labeled source: its ``data.source_splits`` stacked along z (train first)."""
+def source_refs(cfg: RunConfig) -> list[str]:
+    """The source datasets of a run: ``source`` may list several, comma-separated."""
+    return [ref.strip() for ref in cfg.source.split(",") if ref.strip()]
+
+
+def load_source(cfg: RunConfig, ref: str | None = None) -> Volume:
+    """One labeled source: its ``data.source_splits`` stacked along z (train first)."""
     d = cfg.data
+    ref = ref or source_refs(cfg)[0]
     parts = []
     for split in d.source_splits:
-        source = resolve_dataset(cfg.source, split, d.data_root, d.source_voxel_size,
-                                 d.source_mask, **dataset_options(cfg, cfg.source))
+        source = resolve_dataset(ref, split, d.data_root, d.source_voxel_size,
+                                 d.source_mask, **dataset_options(cfg, ref))
         if not isinstance(source, Volume):
             raise DataError(
-                f"The source '{cfg.source}' has no labels in its {split} split; a source needs "
+                f"The source '{ref}' has no labels in its {split} split; a source needs "
                 "a mask (--source-mask)."
             )
         parts.append(_limit(source, d.max_slices))
-    return _stack(parts, cfg.source)
+    return _stack(parts, ref)
+
+
+def prepare_sources(cfg: RunConfig) -> tuple[Volume, Volume | None, dict]:
+    """Train and val splits of every source, each normalised on its own, then stacked.
+
+    Several sources are stacked with :func:`~domadapt.data.volume.stack_volumes`
+    (their samplers stay balanced); the returned statistics are the first source's.
+    """
+    trains, vals, first_stats = [], [], None
+    for ref in source_refs(cfg):
+        volume, stats = prepare_labeled(load_source(cfg, ref), cfg.data.pixel_size_nm)
+        first_stats = first_stats or stats
+        train, val = split_source(volume, cfg.data.source_val_fraction)
+        trains.append(train)
+        vals.append(val)
+    name = "+".join(source_refs(cfg))
+    val = None if any(v is None for v in vals) else stack_volumes(vals, f"{name}:source_val")
+    return stack_volumes(trains, f"{name}:source_train"), val, first_stats
 
 
 def _stack(parts: list[Volume], name: str) -> Volume:
@@ -140,8 +164,7 @@ def load_target(cfg: RunConfig, split: str):
 def prepare_data(cfg: RunConfig) -> PreparedData:
     """Load, split, normalise and resample everything a run needs."""
     px = cfg.data.pixel_size_nm
-    source, stats = prepare_labeled(load_source(cfg), px)
-    source_train, source_val = split_source(source, cfg.data.source_val_fraction)
+    source_train, source_val, stats = prepare_sources(cfg)
     target_train = prepare_unlabeled(load_target(cfg, "train"), px)
     test = load_target(cfg, "test")
     labels = test.mask if isinstance(test, Volume) else None

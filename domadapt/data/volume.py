@@ -73,6 +73,9 @@ class Volume:
     mask: np.ndarray
     voxel_size_nm: tuple[float, float, float]
     name: str = "volume"
+    # Several labeled volumes stacked into this one (see :func:`stack_volumes`): samplers
+    # draw from each part equally; the stack serves statistics, priors and monitors.
+    parts: list[Volume] | None = None
 
     def __post_init__(self) -> None:
         if self.image.ndim == 2:
@@ -114,3 +117,25 @@ def _distinct_values(mask: np.ndarray) -> set[int]:
     if mask.dtype == np.uint8:
         return set(np.flatnonzero(np.bincount(mask.ravel(), minlength=256)).tolist())
     return set(np.unique(mask).tolist())
+
+
+def stack_volumes(parts: list[Volume], name: str) -> Volume:
+    """Volumes of different y/x sizes as one z-stack, padded to the largest size.
+
+    Padding mirrors the image (so intensity statistics stay those of real
+    tissue) and is labeled :data:`IGNORE_LABEL` (so no loss, metric or
+    morphology statistic counts it). The parts are kept for balanced sampling.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    height = max(p.shape[1] for p in parts)
+    width = max(p.shape[2] for p in parts)
+
+    def pad(part: Volume) -> tuple[np.ndarray, np.ndarray]:
+        widths = ((0, 0), (0, height - part.shape[1]), (0, width - part.shape[2]))
+        return (np.pad(part.image, widths, mode="symmetric"),
+                np.pad(part.mask, widths, constant_values=IGNORE_LABEL))
+
+    padded = [pad(p) for p in parts]
+    return Volume(np.concatenate([i for i, _ in padded]), np.concatenate([m for _, m in padded]),
+                  parts[0].voxel_size_nm, name, parts=list(parts))

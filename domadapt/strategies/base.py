@@ -147,10 +147,12 @@ def new_segmentation_net(cfg: RunConfig) -> nn.Module:
     return net
 
 
-def source_sampler(cfg: RunConfig, domains: Domains) -> PatchSampler:
+def source_sampler(cfg: RunConfig, domains: Domains, batch_size: int | None = None) -> PatchSampler:
+    """Labeled source patches; several sources (``--source a,b``) contribute equally."""
     d = cfg.data
-    return PatchSampler([domains.source_train.image], [domains.source_train.mask],
-                        d.patch_size, d.batch_size, d.foreground_patch_prob, cfg.seed)
+    parts = domains.source_train.parts or [domains.source_train]
+    return PatchSampler([p.image for p in parts], [p.mask for p in parts], d.patch_size,
+                        batch_size or d.batch_size, d.foreground_patch_prob, cfg.seed)
 
 
 def segmentation_objective(loss_name: str, frozen: Sequence[nn.Module] = ()) -> Objective:

@@ -46,6 +46,7 @@ from domadapt.strategies.base import (
     require_metric,
     require_single_process,
     select,
+    source_sampler,
     train_settings,
 )
 from domadapt.training.losses import segmentation_loss
@@ -243,8 +244,7 @@ def recon_monitor(cfg: RunConfig, domains: Domains, target_image: np.ndarray) ->
 def mixed_batches(plan: StagePlan, cfg: RunConfig, domains: Domains, target_image: np.ndarray):
     """Draw ``n_labeled`` source patches (with masks) and ``n_unlabeled`` target patches."""
     d = cfg.data
-    source = PatchSampler([domains.source_train.image], [domains.source_train.mask], d.patch_size,
-                          plan.n_labeled, d.foreground_patch_prob, cfg.seed) if plan.n_labeled else None
+    source = source_sampler(cfg, domains, plan.n_labeled) if plan.n_labeled else None
     target = PatchSampler([target_image], None, d.patch_size, plan.n_unlabeled, 0.0, cfg.seed) \
         if plan.n_unlabeled else None
 

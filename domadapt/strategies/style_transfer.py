@@ -179,7 +179,10 @@ def harmonize_domains(harm: Harmonization, domains: Domains, cfg: RunConfig,
     def labeled(volume: Volume | None) -> Volume | None:
         if volume is None or harm.source is None:
             return volume
-        return replace(volume, image=harmonize_image(harm.source, volume.image, cfg, device))
+        parts = volume.parts and [replace(p, image=harmonize_image(harm.source, p.image, cfg, device))
+                                   for p in volume.parts]
+        return replace(volume, image=harmonize_image(harm.source, volume.image, cfg, device),
+                       parts=parts)
 
     def unlabeled(volume: UnlabeledVolume) -> UnlabeledVolume:
         if harm.target is None:

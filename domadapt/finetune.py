@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from domadapt.config import RunConfig, config_from_plain, save_config
-from domadapt.data.augment import augment_batch
 from domadapt.data.patches import PatchSampler
 from domadapt.data.prepare import load_target, prepare_labeled
 from domadapt.data.transforms import intensity_stats
@@ -35,12 +34,11 @@ from domadapt.data.volume import UnlabeledVolume, Volume
 from domadapt.errors import ConfigError, DataError, RunFolderError
 from domadapt.models.unet import build_unet
 from domadapt.pipeline import resolve_device, score_target
-from domadapt.strategies.base import FitResult, segmentation_objective, train_settings
+from domadapt.strategies.base import FitResult, supervised_stage
 from domadapt.training.checkpoint import load_checkpoint
 from domadapt.training.losses import segmentation_loss
 from domadapt.training.monitors import SourceValMonitor
-from domadapt.training.optim import make_optimizer
-from domadapt.training.trainer import Stage, Trainer
+from domadapt.training.trainer import Trainer
 
 MIN_FOREGROUND = 50  # pixels (at the dataset's own resolution) for a slice to be "labeled-worthy"
 HOLDOUT_FROM = 5  # N from which a fifth of the labeled slices chooses the checkpoint
@@ -197,12 +195,7 @@ def _train(cfg: RunConfig, net, train: Volume, fit_slices, held, run_dir: Path, 
     d = cfg.data
     sampler = PatchSampler([prepared.image], [prepared.mask], d.patch_size, d.batch_size,
                            d.foreground_patch_prob, cfg.seed)
-    optimizer = make_optimizer(net.parameters(), cfg.train)
-    stage = Stage(name="finetune", modules={"net": net}, optimizers={"main": optimizer},
-                  objectives=[segmentation_objective(cfg.train.loss)], batches=sampler.sample,
-                  transform=lambda batch, g: augment_batch(batch, cfg.augment, g),
-                  steps=cfg.train.steps, monitors=monitors, predictor="net",
-                  **train_settings(cfg, optimizer, cfg.train.steps))
+    stage = supervised_stage("finetune", net, cfg, sampler, cfg.train.steps, monitors)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     extra = {"config": cfg.to_dict(), "model_spec": {"kind": "unet", **cfg.model.__dict__},

@@ -177,19 +177,28 @@ def segmentation_stage(name: str, net: nn.Module, cfg: RunConfig, domains: Domai
     fine-tune give the encoder its own learning rate; ``frozen`` parts are kept
     fixed and in eval mode.
     """
-    t = cfg.train
-    steps = steps if steps is not None else t.steps
-    freeze(frozen)
-    optimizer = make_optimizer(net.parameters() if params is None else params, t)
     monitors = build_monitors(cfg, domains) if monitors is None else monitors
     require_metric(cfg.selection.criterion, "selection.criterion", name, monitors)
+    return supervised_stage(name, net, cfg, sampler, steps if steps is not None else cfg.train.steps,
+                            monitors, params=params, frozen=frozen,
+                            stop_metric=cfg.selection.criterion)
+
+
+def supervised_stage(name: str, net: nn.Module, cfg: RunConfig, sampler: PatchSampler, steps: int,
+                     monitors: list[Monitor], *, params: Iterable | None = None,
+                     frozen: Sequence[nn.Module] = (), stop_metric: str | None = None) -> Stage:
+    """The ``net`` trained on augmented labeled patches with ``train``'s optimiser and schedule
+    (early stopping on ``stop_metric`` when ``train.patience`` is set)."""
+    t = cfg.train
+    freeze(frozen)
+    optimizer = make_optimizer(net.parameters() if params is None else params, t)
     return Stage(
         name=name, modules={"net": net}, optimizers={"main": optimizer},
         objectives=[segmentation_objective(t.loss, frozen)],
         batches=sampler.sample,
         transform=lambda batch, g: augment_batch(batch, cfg.augment, g),
         steps=steps, monitors=monitors, predictor="net",
-        stop_metric=cfg.selection.criterion if t.patience else None, patience=t.patience,
+        stop_metric=stop_metric if t.patience else None, patience=t.patience,
         **train_settings(cfg, optimizer, steps),
     )
 

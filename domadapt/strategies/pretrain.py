@@ -14,17 +14,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from domadapt.config import RunConfig
-from domadapt.data.augment import augment_batch
 from domadapt.data.patches import PatchSampler
 from domadapt.data.prepare import dataset_options, prepare_labeled, split_source
 from domadapt.data.registry import resolve_dataset
 from domadapt.data.volume import Volume
 from domadapt.errors import DataError
-from domadapt.strategies.base import new_segmentation_net, segmentation_objective, train_settings
+from domadapt.strategies.base import new_segmentation_net, supervised_stage
 from domadapt.training.losses import segmentation_loss
 from domadapt.training.monitors import SourceValMonitor
-from domadapt.training.optim import make_optimizer
-from domadapt.training.trainer import Stage, Trainer
+from domadapt.training.trainer import Trainer
 
 CRITERION = "source_val_iou"  # on the pretraining dataset's own held-out slices
 
@@ -45,13 +43,8 @@ def pretrain(cfg: RunConfig, trainer: Trainer) -> RunConfig:
     net = new_segmentation_net(replace(cfg, pretrain=replace(cfg.pretrain, weights=None)))
     sampler = PatchSampler([train.image], [train.mask], d.patch_size, d.batch_size,
                            d.foreground_patch_prob, cfg.seed)
-    optimizer = make_optimizer(net.parameters(), cfg.train)
-    steps = pretrain_steps(cfg)
-    stage = Stage(name="pretrain", modules={"net": net}, optimizers={"main": optimizer},
-                  objectives=[segmentation_objective(cfg.train.loss)], batches=sampler.sample,
-                  transform=lambda batch, g: augment_batch(batch, cfg.augment, g), steps=steps,
-                  monitors=[SourceValMonitor(val, segmentation_loss(cfg.train.loss))], predictor="net",
-                  **train_settings(cfg, optimizer, steps))
+    monitor = SourceValMonitor(val, segmentation_loss(cfg.train.loss))
+    stage = supervised_stage("pretrain", net, cfg, sampler, pretrain_steps(cfg), [monitor])
     result = trainer.fit(stage)
     weights: Path = result.best_path(CRITERION)
     return replace(cfg, pretrain=replace(cfg.pretrain, weights=str(weights)))

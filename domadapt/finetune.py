@@ -95,9 +95,6 @@ def finetune(start: str | Path, target: str, settings: FinetuneSettings, out: st
     payload = load_checkpoint(checkpoint)
     if payload.get("model_spec", {}).get("kind") != "unet":
         raise RunFolderError(f"{checkpoint} holds no U-Net segmenter to fine-tune.")
-    if "harmonizer" in payload:
-        raise ConfigError("Fine-tuning a style_transfer model (with a harmonizer) is not supported "
-                          "yet; start from its segmenter's baseline run instead.")
     base = _base_config(payload, target, settings, data_root)
     train, test = _target_splits(base)
     for n in settings.n_labeled:  # fail before any training when an N is impossible
@@ -148,13 +145,13 @@ def _one(base, payload, checkpoint, train: Volume, test, n, seed, kind, folder, 
     run_dir = folder / f"seed{seed}" / f"n{n:03d}-{kind}"
     chosen = labeled_slices(train.mask, n, seed)
     fit_slices, held = split_holdout(chosen)
-    net = _net(payload, kind, seed)
+    net, frozen = _net(payload, kind, seed)
     device = resolve_device(cfg.train.device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     selection = "starting model" if n == 0 else "last checkpoint"
     if n:
-        result = _train(cfg, net, train, fit_slices, held, run_dir, device, progress)
+        result = _train(cfg, net, frozen, train, fit_slices, held, run_dir, device, progress)
         if len(held):
             selection = f"target_val_iou on {len(held)} held-out labeled slices"
         net = result
@@ -170,16 +167,25 @@ def _one(base, payload, checkpoint, train: Volume, test, n, seed, kind, folder, 
             "wall_time_s": round(time.perf_counter() - start, 1), "run_dir": str(run_dir)}
 
 
-def _net(payload: dict, kind: str, seed: int) -> torch.nn.Module:
+def _net(payload: dict, kind: str, seed: int) -> tuple[torch.nn.Module, list[torch.nn.Module]]:
+    """The network to train and its frozen parts. A style_transfer model keeps its harmonizer
+    in front of the segmenter, frozen: the labeled target slices are seen harmonized, as the
+    test volume is at prediction. The scratch twin is a plain U-Net on the raw slices."""
     spec = payload["model_spec"]
     torch.manual_seed(seed)
     net = build_unet(spec["arch"], spec["width"], spec["depth"], spec["norm"])
-    if kind == "finetuned":
-        net.load_state_dict(payload["modules"][payload["predictor"]])
-    return net
+    if kind != "finetuned":
+        return net, []
+    net.load_state_dict(payload["modules"][payload["predictor"]])
+    if "harmonizer" not in payload:
+        return net, []
+    from domadapt.strategies.style_transfer import harmonizer_from_spec
+
+    harmonizer = harmonizer_from_spec(payload["harmonizer"])
+    return torch.nn.Sequential(harmonizer, net), [harmonizer]
 
 
-def _train(cfg: RunConfig, net, train: Volume, fit_slices, held, run_dir: Path, device,
+def _train(cfg: RunConfig, net, frozen, train: Volume, fit_slices, held, run_dir: Path, device,
            progress: bool) -> torch.nn.Module:
     px = cfg.data.pixel_size_nm
     labeled = Volume(train.image[np.sort(fit_slices)], train.mask[np.sort(fit_slices)],
@@ -195,7 +201,10 @@ def _train(cfg: RunConfig, net, train: Volume, fit_slices, held, run_dir: Path, 
     d = cfg.data
     sampler = PatchSampler([prepared.image], [prepared.mask], d.patch_size, d.batch_size,
                            d.foreground_patch_prob, cfg.seed)
-    stage = supervised_stage("finetune", net, cfg, sampler, cfg.train.steps, monitors)
+    for part in frozen:
+        part.requires_grad_(False)
+    stage = supervised_stage("finetune", net, cfg, sampler, cfg.train.steps, monitors,
+                             params=[p for p in net.parameters() if p.requires_grad], frozen=frozen)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     extra = {"config": cfg.to_dict(), "model_spec": {"kind": "unet", **cfg.model.__dict__},

@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 
 from domadapt.data.prepare import load_target
 from domadapt.errors import DataError, RunFolderError
@@ -64,3 +65,24 @@ def test_impossible_requests_fail_before_training(start_run, tmp_path):
     assert not (tmp_path / "fine").exists()
     with pytest.raises(RunFolderError, match="no such run folder"):
         finetune(tmp_path / "nope", cfg.target, FinetuneSettings([1], [0]), tmp_path / "x")
+
+
+def test_a_style_transfer_model_is_finetuned_behind_its_frozen_harmonizer(start_run, tmp_path):
+    from domadapt.config import build_config
+    from domadapt.training.checkpoint import load_checkpoint
+
+    _, baseline, base_cfg = start_run
+    cfg = build_config(profile="smoke", method="style_transfer",
+                       overrides=["train.threads=1", f"style.segmenter_from={baseline}"],
+                       flags={"out": str(tmp_path / "runs")})
+    metrics = run(cfg, progress=False)
+    settings = FinetuneSettings(n_labeled=[0, 1], seeds=[0], steps=10, threads=1, scratch=False)
+    out = finetune(run_dir_for(cfg), cfg.target, settings, tmp_path / "fine", progress=False)
+    rows = {r["n_labeled"]: r for r in csv.DictReader((out / "label_efficiency.csv").open())}
+    assert float(rows["0"]["iou"]) == pytest.approx(metrics["target_iou"], abs=1e-9)
+    start = load_checkpoint(metrics["selected_checkpoint"])
+    tuned = load_checkpoint(out / "seed0" / "n001-finetuned" / "checkpoints" / "finetune" / "last.pt")
+    weights = tuned["modules"]["net"]
+    harmonizer = {k[2:]: v for k, v in weights.items() if k.startswith("0.")}
+    assert harmonizer and all(torch.equal(v, start["harmonizer"]["state"][k]) for k, v in harmonizer.items())
+    assert any(not torch.equal(weights[f"1.{k}"], v) for k, v in start["modules"]["net"].items())

@@ -148,7 +148,13 @@ def run_config(bc: BenchmarkConfig, spec: RunSpec, threads: int | None = None):
 
 
 def is_finished(bc: BenchmarkConfig, spec: RunSpec) -> bool:
-    return (run_dir_for(run_config(bc, spec)) / METRICS_FILE).is_file()
+    """Trained and scored, and (with ``regret``) its selection report written where it can be."""
+    from domadapt.selection import target_has_labels
+
+    folder = run_dir_for(run_config(bc, spec))
+    if not (folder / METRICS_FILE).is_file():
+        return False
+    return not bc.regret or (folder / "selection.json").is_file() or not target_has_labels(folder)
 
 
 # ---------------------------------------------------------------------- one run (any process)
@@ -159,12 +165,12 @@ def execute(bc: BenchmarkConfig, spec: RunSpec, threads: int | None = None) -> d
     try:
         cfg = run_config(bc, spec, threads)
         folder = run_dir_for(cfg)
-        if (folder / METRICS_FILE).is_file():
-            return {"status": "finished", "skipped": True}
-        run(cfg, resume=folder.exists(), progress=False)
-        if bc.regret:
+        skipped = (folder / METRICS_FILE).is_file()
+        if not skipped:
+            run(cfg, resume=folder.exists(), progress=False)
+        if bc.regret:  # also for runs finished earlier: rerun with --regret to add the table
             _regret_report(folder)
-        return {"status": "finished", "skipped": False}
+        return {"status": "finished", "skipped": skipped}
     except DomadaptError as exc:
         return {"status": "failed", "error": str(exc)}
 

@@ -133,7 +133,6 @@ def score_checkpoints(history: RunHistory, max_slices: int = 40, progress: bool 
     from domadapt.data.volume import Volume
     from domadapt.inference import predict_to_array
     from domadapt.metrics import segmentation_scores
-    from domadapt.predict import model_from_checkpoint
 
     cfg = config_from_plain(load_yaml(history.run_dir / "config.yaml"))
     test = load_target(cfg, "test")
@@ -143,7 +142,7 @@ def score_checkpoints(history: RunHistory, max_slices: int = 40, progress: bool 
     image, labels = test.image[z], test.mask[z]
     scores = {}
     for record in _progress(history.records, progress):
-        net, _ = model_from_checkpoint(history.stage_dir / f"step-{record['step']:07d}.pt")
+        net = _checkpoint_model(history, record["step"])
         prob = predict_to_array(net, image, voxel_size_nm=test.voxel_size_nm,
                                 model_pixel_nm=cfg.data.pixel_size_nm, tile=cfg.inference.tile,
                                 overlap=cfg.inference.overlap)
@@ -151,6 +150,29 @@ def score_checkpoints(history: RunHistory, max_slices: int = 40, progress: bool 
         scores[record["step"]] = {"target_iou": s["iou"], "target_iou_slice_mean": s["iou_slice_mean"]}
     cache.write_text(json.dumps(scores, indent=1))
     return scores
+
+
+def _checkpoint_model(history: RunHistory, step: int):
+    """The model evaluated at ``step``. A style_transfer run that re-scored another run's
+    checkpoints (``style.segmenter_from``) keeps only its pick: the other steps are read
+    from the run it reused, behind this run's harmonizer."""
+    from torch import nn
+
+    from domadapt.predict import model_from_checkpoint
+    from domadapt.strategies.style_transfer import harmonizer_from_spec
+    from domadapt.training.checkpoint import load_checkpoint
+
+    name = f"step-{step:07d}.pt"
+    if (history.stage_dir / name).is_file():
+        return model_from_checkpoint(history.stage_dir / name)[0]
+    picks = sorted(history.stage_dir.glob("best-*.pt"))
+    payload = load_checkpoint(picks[0]) if picks else {}
+    if "reused_from" not in payload:
+        raise RunFolderError(f"Checkpoint {history.stage_dir / name} is missing.")
+    net, _ = model_from_checkpoint(Path(payload["reused_from"]).parent / name)
+    if "harmonizer" in payload and not isinstance(net, nn.Sequential):
+        net = nn.Sequential(harmonizer_from_spec(payload["harmonizer"]), net).eval()
+    return net
 
 
 def _progress(items, enabled):

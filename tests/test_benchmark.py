@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,6 +105,17 @@ def test_rerun_skips_finished_runs(sequential):
     benchmark(_config(out), progress=False)
     assert time.perf_counter() - start < 30  # nothing retrained
     assert _table(out / "results.csv") == before
+
+
+def test_rerun_with_regret_adds_the_regret_table_without_retraining(sequential, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(sequential[0], out)
+    before = _table(out / "results.csv")
+    benchmark(_config(out, regret=True), progress=False)
+    rows = read_results_csv(out / "results.csv")
+    assert _table(out / "results.csv") == before
+    assert all(r.get("regret/morph_paper") is not None for r in rows)
+    assert "No run has a selection regret" not in (out / "summary.md").read_text()
 
 
 def test_killed_benchmark_resumes_to_the_same_results(sequential, tmp_path):

@@ -58,12 +58,15 @@ def cli() -> None:
 @click.option("--target-voxel-size", help="z,y,x in nm, for a target given as a path.")
 @click.option("--source-mask", help="Mask volume of a source given as a path.")
 @click.option("--target-mask", help="Target test labels, used only to score the result.")
+@click.option("--pretrain", help="Labeled dataset(s) the U-Net is pretrained on first, e.g. "
+              "synth-hippocampus or a mix synth-hippocampus,synth-cortex,synth-vnc "
+              "(= --set pretrain.dataset=...).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run folder first.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(source, target, method, profile, config_file, overrides, seed, out, device, data_root,
-        source_voxel_size, target_voxel_size, source_mask, target_mask, resume, overwrite,
-        quiet) -> None:
+        source_voxel_size, target_voxel_size, source_mask, target_mask, pretrain, resume,
+        overwrite, quiet) -> None:
     """Train on SOURCE, adapt to TARGET, choose a checkpoint label-free, score it."""
     from domadapt.config import build_config
     from domadapt.pipeline import run as run_pipeline
@@ -75,7 +78,8 @@ def run(source, target, method, profile, config_file, overrides, seed, out, devi
                  "data_root": data_root,
                  "source_voxel_size": _voxel_size(source_voxel_size),
                  "target_voxel_size": _voxel_size(target_voxel_size),
-                 "source_mask": source_mask, "target_mask": target_mask}.items() if v is not None}}
+                 "source_mask": source_mask, "target_mask": target_mask}.items() if v is not None},
+             "pretrain": {"dataset": pretrain} if pretrain else {}}
     cfg = build_config(profile=profile, method=method, config_file=config_file,
                        overrides=overrides, flags=flags)
     run_dir = run_dir_for(cfg)

@@ -369,7 +369,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("Config key 'data.source_val_fraction' must be in [0, 1).")
     if cfg.pretrain.steps is not None and cfg.pretrain.steps <= 0:
         raise ConfigError(f"Config key 'pretrain.steps' must be positive, got {cfg.pretrain.steps}.")
-    if cfg.pretrain.dataset and cfg.pretrain.dataset == cfg.target:
+    if cfg.target in [ref.strip() for ref in (cfg.pretrain.dataset or "").split(",")]:
         raise ConfigError("Config key 'pretrain.dataset' names the target: pretraining on its "
                           "labels would not be unsupervised adaptation.")
     sources = [ref.strip() for ref in cfg.source.split(",")]

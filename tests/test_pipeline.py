@@ -122,6 +122,27 @@ def test_pretraining_stage_starts_every_net_from_its_weights(tiny_config):
         new_segmentation_net(wrong)
 
 
+def test_pretraining_on_a_mix_samples_every_member(tiny_config, monkeypatch, capsys, tmp_path):
+    from domadapt.data.patches import PatchSampler
+    from tests.conftest import run_cli
+
+    seen = []
+    original = PatchSampler.__init__
+
+    def spy(self, images, *args, **kwargs):
+        seen.append(len(images))
+        original(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(PatchSampler, "__init__", spy)
+    cfg = tiny_config("pretrain.dataset=synth-vnc, synth-hippocampus", "pretrain.steps=4",
+                      "train.steps=2", "train.eval_every=2")
+    run(cfg, progress=False)
+    assert seen[0] == 2  # the pretraining sampler draws from both members, equally
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--profile", "smoke", "--target", "synth-cortex",
+                           "--pretrain", "synth-vnc,synth-cortex", "--out", str(tmp_path / "cli"))
+    assert code == 2 and "names the target" in err and not (tmp_path / "cli").exists()
+
+
 def test_several_sources_train_jointly_with_balanced_sampling(tiny_config):
     from domadapt.data.prepare import prepare_data
     from domadapt.data.volume import IGNORE_LABEL

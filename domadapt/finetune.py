@@ -145,16 +145,18 @@ def _one(base, payload, checkpoint, train: Volume, test, n, seed, kind, folder, 
     run_dir = folder / f"seed{seed}" / f"n{n:03d}-{kind}"
     chosen = labeled_slices(train.mask, n, seed)
     fit_slices, held = split_holdout(chosen)
-    net, frozen = _net(payload, kind, seed)
+    net, harmonizer = _net(payload, kind, seed)
     device = resolve_device(cfg.train.device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     selection = "starting model" if n == 0 else "last checkpoint"
     if n:
-        result = _train(cfg, net, frozen, train, fit_slices, held, run_dir, device, progress)
+        net = _train(cfg, net, payload.get("harmonizer"), train, fit_slices, held, run_dir, device,
+                     progress)
         if len(held):
             selection = f"target_val_iou on {len(held)} held-out labeled slices"
-        net = result
+    if harmonizer is not None:
+        net = torch.nn.Sequential(harmonizer, net)
     labels = test.mask if isinstance(test, Volume) else None
     image = UnlabeledVolume(test.image, test.voxel_size_nm, test.name)
     stats = intensity_stats(test.image)
@@ -167,48 +169,55 @@ def _one(base, payload, checkpoint, train: Volume, test, n, seed, kind, folder, 
             "wall_time_s": round(time.perf_counter() - start, 1), "run_dir": str(run_dir)}
 
 
-def _net(payload: dict, kind: str, seed: int) -> tuple[torch.nn.Module, list[torch.nn.Module]]:
-    """The network to train and its frozen parts. A style_transfer model keeps its harmonizer
-    in front of the segmenter, frozen: the labeled target slices are seen harmonized, as the
-    test volume is at prediction. The scratch twin is a plain U-Net on the raw slices."""
+def _net(payload: dict, kind: str, seed: int) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """The U-Net to train and, for a style_transfer model, its harmonizer (kept fixed: the
+    labeled target slices are harmonized once, whole, as the test volume is at prediction).
+    The scratch twin is a plain U-Net on the raw slices."""
     spec = payload["model_spec"]
     torch.manual_seed(seed)
     net = build_unet(spec["arch"], spec["width"], spec["depth"], spec["norm"])
     if kind != "finetuned":
-        return net, []
+        return net, None
     net.load_state_dict(payload["modules"][payload["predictor"]])
     if "harmonizer" not in payload:
-        return net, []
+        return net, None
     from domadapt.strategies.style_transfer import harmonizer_from_spec
 
-    harmonizer = harmonizer_from_spec(payload["harmonizer"])
-    return torch.nn.Sequential(harmonizer, net), [harmonizer]
+    return net, harmonizer_from_spec(payload["harmonizer"])
 
 
-def _train(cfg: RunConfig, net, frozen, train: Volume, fit_slices, held, run_dir: Path, device,
-           progress: bool) -> torch.nn.Module:
+def _train(cfg: RunConfig, net, harmonizer: dict | None, train: Volume, fit_slices, held,
+           run_dir: Path, device, progress: bool) -> torch.nn.Module:
+    """Fine-tune ``net`` on the labeled slices (harmonized first when ``harmonizer`` is a
+    style_transfer model's stored harmonizer); the chosen weights are loaded into ``net``."""
     px = cfg.data.pixel_size_nm
-    labeled = Volume(train.image[np.sort(fit_slices)], train.mask[np.sort(fit_slices)],
-                     train.voxel_size_nm, f"{train.name}:labeled")
-    prepared, stats = prepare_labeled(labeled, px)
+
+    def prepared(slices: np.ndarray, name: str) -> tuple[Volume, dict]:
+        volume, stats = prepare_labeled(Volume(train.image[np.sort(slices)], train.mask[np.sort(slices)],
+                                               train.voxel_size_nm, f"{train.name}:{name}"), px)
+        if harmonizer is not None:
+            from domadapt.strategies.style_transfer import harmonize_image, harmonizer_from_spec
+
+            image = harmonize_image(harmonizer_from_spec(harmonizer), volume.image, cfg, device)
+            volume = replace(volume, image=image)
+        return volume, stats
+
+    labeled, stats = prepared(fit_slices, "labeled")
     monitors, criterion = [], None
     if len(held):
-        val = Volume(train.image[np.sort(held)], train.mask[np.sort(held)], train.voxel_size_nm,
-                     f"{train.name}:held_out")
-        val_prepared = prepare_labeled(val, px)[0]
+        val_prepared = prepared(held, "held_out")[0]
         monitors = [_TargetValMonitor(val_prepared, segmentation_loss(cfg.train.loss))]
         criterion = "target_val_iou"
     d = cfg.data
-    sampler = PatchSampler([prepared.image], [prepared.mask], d.patch_size, d.batch_size,
+    sampler = PatchSampler([labeled.image], [labeled.mask], d.patch_size, d.batch_size,
                            d.foreground_patch_prob, cfg.seed)
-    for part in frozen:
-        part.requires_grad_(False)
-    stage = supervised_stage("finetune", net, cfg, sampler, cfg.train.steps, monitors,
-                             params=[p for p in net.parameters() if p.requires_grad], frozen=frozen)
+    stage = supervised_stage("finetune", net, cfg, sampler, cfg.train.steps, monitors)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     extra = {"config": cfg.to_dict(), "model_spec": {"kind": "unet", **cfg.model.__dict__},
              "pixel_size_nm": px, "normalization": {"method": "percentile", "source_stats": stats}}
+    if harmonizer is not None:  # so that `domadapt predict` harmonizes as this model was trained
+        extra["harmonizer"] = harmonizer
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, extra=extra, progress=progress,
                       tile=cfg.inference.tile, overlap=cfg.inference.overlap)
     result = trainer.fit(stage)

@@ -145,18 +145,19 @@ def _one(base, payload, checkpoint, train: Volume, test, n, seed, kind, folder, 
     run_dir = folder / f"seed{seed}" / f"n{n:03d}-{kind}"
     chosen = labeled_slices(train.mask, n, seed)
     fit_slices, held = split_holdout(chosen)
-    net, harmonizer = _net(payload, kind, seed)
+    net, harmonizer = _net(payload, kind, seed)  # harmonizer: the stored spec, or None
     device = resolve_device(cfg.train.device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     selection = "starting model" if n == 0 else "last checkpoint"
     if n:
-        net = _train(cfg, net, payload.get("harmonizer"), train, fit_slices, held, run_dir, device,
-                     progress)
+        net = _train(cfg, net, harmonizer, train, fit_slices, held, run_dir, device, progress)
         if len(held):
             selection = f"target_val_iou on {len(held)} held-out labeled slices"
     if harmonizer is not None:
-        net = torch.nn.Sequential(harmonizer, net)
+        from domadapt.strategies.style_transfer import harmonizer_from_spec
+
+        net = torch.nn.Sequential(harmonizer_from_spec(harmonizer), net)
     labels = test.mask if isinstance(test, Volume) else None
     image = UnlabeledVolume(test.image, test.voxel_size_nm, test.name)
     stats = intensity_stats(test.image)
@@ -169,37 +170,33 @@ def _one(base, payload, checkpoint, train: Volume, test, n, seed, kind, folder, 
             "wall_time_s": round(time.perf_counter() - start, 1), "run_dir": str(run_dir)}
 
 
-def _net(payload: dict, kind: str, seed: int) -> tuple[torch.nn.Module, torch.nn.Module | None]:
-    """The U-Net to train and, for a style_transfer model, its harmonizer (kept fixed: the
-    labeled target slices are harmonized once, whole, as the test volume is at prediction).
-    The scratch twin is a plain U-Net on the raw slices."""
+def _net(payload: dict, kind: str, seed: int) -> tuple[torch.nn.Module, dict | None]:
+    """The U-Net to train and, for a style_transfer model, its stored harmonizer spec (kept
+    fixed: the labeled target slices are harmonized once, whole, as the test volume is at
+    prediction). The scratch twin is a plain U-Net on the raw slices, without one."""
     spec = payload["model_spec"]
     torch.manual_seed(seed)
     net = build_unet(spec["arch"], spec["width"], spec["depth"], spec["norm"])
     if kind != "finetuned":
         return net, None
     net.load_state_dict(payload["modules"][payload["predictor"]])
-    if "harmonizer" not in payload:
-        return net, None
-    from domadapt.strategies.style_transfer import harmonizer_from_spec
-
-    return net, harmonizer_from_spec(payload["harmonizer"])
+    return net, payload.get("harmonizer")
 
 
 def _train(cfg: RunConfig, net, harmonizer: dict | None, train: Volume, fit_slices, held,
            run_dir: Path, device, progress: bool) -> torch.nn.Module:
     """Fine-tune ``net`` on the labeled slices (harmonized first when ``harmonizer`` is a
     style_transfer model's stored harmonizer); the chosen weights are loaded into ``net``."""
+    from domadapt.strategies.style_transfer import harmonize_image, harmonizer_from_spec
+
     px = cfg.data.pixel_size_nm
+    module = harmonizer_from_spec(harmonizer) if harmonizer is not None else None
 
     def prepared(slices: np.ndarray, name: str) -> tuple[Volume, dict]:
         volume, stats = prepare_labeled(Volume(train.image[np.sort(slices)], train.mask[np.sort(slices)],
                                                train.voxel_size_nm, f"{train.name}:{name}"), px)
-        if harmonizer is not None:
-            from domadapt.strategies.style_transfer import harmonize_image, harmonizer_from_spec
-
-            image = harmonize_image(harmonizer_from_spec(harmonizer), volume.image, cfg, device)
-            volume = replace(volume, image=image)
+        if module is not None:
+            volume = replace(volume, image=harmonize_image(module, volume.image, cfg, device))
         return volume, stats
 
     labeled, stats = prepared(fit_slices, "labeled")

@@ -140,9 +140,9 @@ def score_checkpoints(history: RunHistory, max_slices: int = 40, progress: bool 
         raise RunFolderError(f"The target of {history.run_dir} has no labels to score with.")
     z = np.unique(np.linspace(0, test.shape[0] - 1, min(max_slices, test.shape[0])).astype(int))
     image, labels = test.image[z], test.mask[z]
-    scores = {}
+    scores, reused = {}, _reused_run(history)
     for record in _progress(history.records, progress):
-        net = _checkpoint_model(history, record["step"])
+        net = _checkpoint_model(history, record["step"], reused)
         prob = predict_to_array(net, image, voxel_size_nm=test.voxel_size_nm,
                                 model_pixel_nm=cfg.data.pixel_size_nm, tile=cfg.inference.tile,
                                 overlap=cfg.inference.overlap)
@@ -152,27 +152,35 @@ def score_checkpoints(history: RunHistory, max_slices: int = 40, progress: bool 
     return scores
 
 
-def _checkpoint_model(history: RunHistory, step: int):
-    """The model evaluated at ``step``. A style_transfer run that re-scored another run's
-    checkpoints (``style.segmenter_from``) keeps only its pick: the other steps are read
-    from the run it reused, behind this run's harmonizer."""
+def _reused_run(history: RunHistory) -> tuple[Path, dict | None] | None:
+    """For a style_transfer run that re-scored another run's checkpoints
+    (``style.segmenter_from``): that run's stage folder and this run's harmonizer spec."""
+    from domadapt.training.checkpoint import load_checkpoint
+
+    picks = sorted(history.stage_dir.glob("best-*.pt"))
+    payload = load_checkpoint(picks[0]) if picks else {}
+    if "reused_from" not in payload:
+        return None
+    return Path(payload["reused_from"]).parent, payload.get("harmonizer")
+
+
+def _checkpoint_model(history: RunHistory, step: int, reused: tuple[Path, dict | None] | None):
+    """The model evaluated at ``step``. A run that reused another run's checkpoints keeps only
+    its pick: the other steps are that run's segmenters behind this run's harmonizer."""
     from torch import nn
 
     from domadapt.predict import model_from_checkpoint
     from domadapt.strategies.style_transfer import harmonizer_from_spec
-    from domadapt.training.checkpoint import load_checkpoint
 
     name = f"step-{step:07d}.pt"
     if (history.stage_dir / name).is_file():
         return model_from_checkpoint(history.stage_dir / name)[0]
-    picks = sorted(history.stage_dir.glob("best-*.pt"))
-    payload = load_checkpoint(picks[0]) if picks else {}
-    if "reused_from" not in payload:
+    if reused is None:
         raise RunFolderError(f"Checkpoint {history.stage_dir / name} is missing.")
-    net, _ = model_from_checkpoint(Path(payload["reused_from"]).parent / name)
-    if "harmonizer" in payload and not isinstance(net, nn.Sequential):
-        net = nn.Sequential(harmonizer_from_spec(payload["harmonizer"]), net).eval()
-    return net
+    folder, harmonizer = reused
+    net = model_from_checkpoint(folder / name)[0]
+    net = net[-1] if isinstance(net, nn.Sequential) else net  # its own harmonizer is not this run's
+    return nn.Sequential(harmonizer_from_spec(harmonizer), net).eval() if harmonizer else net
 
 
 def _progress(items, enabled):

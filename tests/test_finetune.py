@@ -79,7 +79,7 @@ def test_a_style_transfer_model_is_finetuned_on_harmonized_slices(start_run, tmp
                                   f"style.segmenter_from={baseline}"],
                        flags={"out": str(tmp_path / "runs")})
     metrics = run(cfg, progress=False)
-    settings = FinetuneSettings(n_labeled=[0, 1], seeds=[0], steps=10, threads=1, scratch=False)
+    settings = FinetuneSettings(n_labeled=[0, 1], seeds=[0], steps=10, threads=1)
     out = finetune(run_dir_for(cfg), cfg.target, settings, tmp_path / "fine", progress=False)
     rows = {r["n_labeled"]: r for r in csv.DictReader((out / "label_efficiency.csv").open())}
     assert float(rows["0"]["iou"]) == pytest.approx(metrics["target_iou"], abs=1e-9)
@@ -89,3 +89,5 @@ def test_a_style_transfer_model_is_finetuned_on_harmonized_slices(start_run, tmp
     assert tuned["harmonizer"]["kind"] == kind  # predict harmonizes as the model was trained
     assert isinstance(model_from_checkpoint(path)[0], torch.nn.Sequential)
     assert any(not torch.equal(tuned["modules"]["net"][k], v) for k, v in start["modules"]["net"].items())
+    scratch = load_checkpoint(out / "seed0" / "n001-scratch" / "checkpoints" / "finetune" / "last.pt")
+    assert "harmonizer" not in scratch  # the scratch twin sees the raw slices

@@ -163,6 +163,11 @@ class RunConfig:
 # --------------------------------------------------------------------------- presets
 
 
+def dataset_refs(value: str | None) -> list[str]:
+    """The datasets a ``source`` or ``pretrain.dataset`` value names: several, comma-separated."""
+    return [ref.strip() for ref in (value or "").split(",") if ref.strip()]
+
+
 def configs_dir() -> Path:
     """The folder of YAML presets: $DOMADAPT_CONFIGS, else the repository's configs/."""
     env = os.environ.get("DOMADAPT_CONFIGS")
@@ -369,7 +374,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("Config key 'data.source_val_fraction' must be in [0, 1).")
     if cfg.pretrain.steps is not None and cfg.pretrain.steps <= 0:
         raise ConfigError(f"Config key 'pretrain.steps' must be positive, got {cfg.pretrain.steps}.")
-    if cfg.target in [ref.strip() for ref in (cfg.pretrain.dataset or "").split(",")]:
+    if cfg.target in dataset_refs(cfg.pretrain.dataset):
         raise ConfigError("Config key 'pretrain.dataset' names the target: pretraining on its "
                           "labels would not be unsupervised adaptation.")
     sources = [ref.strip() for ref in cfg.source.split(",")]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from domadapt.config import RunConfig, save_config
+from domadapt.config import RunConfig, dataset_refs, save_config
 from domadapt.data.prepare import PreparedData, TargetTest, prepare_data
 from domadapt.errors import ConfigError, DomadaptError, RunFolderError
 from domadapt.inference import predict_to_tif
@@ -36,7 +36,7 @@ METRICS_FILE = "metrics.json"
 def dataset_label(ref: str) -> str:
     """A folder-safe name for a dataset reference (registered name or path)."""
     if "," in ref:  # several sources
-        return "+".join(dataset_label(r.strip()) for r in ref.split(",") if r.strip())
+        return "+".join(dataset_label(r) for r in dataset_refs(ref))
     name = Path(ref).stem if ("/" in ref or os.sep in ref or "." in ref) else ref
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from domadapt.config import RunConfig
+from domadapt.config import RunConfig, dataset_refs
 from domadapt.data.registry import resolve_dataset
 from domadapt.data.transforms import (
     intensity_stats,
@@ -105,7 +105,7 @@ def split_source(volume: Volume, fraction: float) -> tuple[Volume, Volume | None
 
 def source_refs(cfg: RunConfig) -> list[str]:
     """The source datasets of a run: ``source`` may list several, comma-separated."""
-    return [ref.strip() for ref in cfg.source.split(",") if ref.strip()]
+    return dataset_refs(cfg.source)
 
 
 def load_source(cfg: RunConfig, ref: str | None = None) -> Volume:

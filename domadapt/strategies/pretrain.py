@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from domadapt.config import RunConfig
+from domadapt.config import RunConfig, dataset_refs
 from domadapt.data.patches import PatchSampler
 from domadapt.data.prepare import dataset_options, prepare_labeled, split_source
 from domadapt.data.registry import resolve_dataset
@@ -49,7 +49,7 @@ def pretrain(cfg: RunConfig, trainer: Trainer) -> RunConfig:
 def pretrain_refs(cfg: RunConfig) -> list[str]:
     """The pretraining datasets: ``pretrain.dataset`` may list a mix, comma-separated, whose
     members are sampled equally often."""
-    return [ref.strip() for ref in (cfg.pretrain.dataset or "").split(",") if ref.strip()]
+    return dataset_refs(cfg.pretrain.dataset)
 
 
 def _splits(cfg: RunConfig, ref: str) -> tuple[Volume, Volume]:

@@ -91,3 +91,20 @@ def test_a_style_transfer_model_is_finetuned_on_harmonized_slices(start_run, tmp
     assert any(not torch.equal(tuned["modules"]["net"][k], v) for k, v in start["modules"]["net"].items())
     scratch = load_checkpoint(out / "seed0" / "n001-scratch" / "checkpoints" / "finetune" / "last.pt")
     assert "harmonizer" not in scratch  # the scratch twin sees the raw slices
+
+
+@pytest.mark.parametrize("method,arch", [("baseline", "attention_unet"), ("multitask", "unet")])
+def test_attention_unet_and_ynet_starts_are_finetuned(tmp_path, method, arch):
+    """The common lab recipe (a patch-based Attention U-Net fine-tuned on a few slices) and a
+    Y-Net start, whose segmentation branch alone is fine-tuned."""
+    from domadapt.config import build_config
+
+    cfg = build_config(profile="smoke", method=method,
+                       overrides=["train.threads=1", f"model.arch={arch}"],
+                       flags={"out": str(tmp_path / "runs")})
+    metrics = run(cfg, progress=False)
+    settings = FinetuneSettings(n_labeled=[0, 1], seeds=[0], steps=10, threads=1)
+    out = finetune(run_dir_for(cfg), cfg.target, settings, tmp_path / "fine", progress=False)
+    rows = {(r["n_labeled"], r["kind"]): r for r in csv.DictReader((out / "label_efficiency.csv").open())}
+    assert float(rows[("0", "start")]["iou"]) == pytest.approx(metrics["target_iou"], abs=1e-9)
+    assert set(rows) == {("0", "start"), ("1", "finetuned"), ("1", "scratch")}

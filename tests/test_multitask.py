@@ -143,7 +143,8 @@ def test_a_stage_that_freezes_everything_it_trains_is_refused(tiny_config):
 
 def test_both_method_names_map_to_the_strategy():
     assert isinstance(get_strategy("multitask"), Multitask)
-    assert isinstance(get_strategy("multitask-paper"), Multitask)
+    for alias in ("multitask-paper", "multitask-denoise", "multitask-masked"):
+        assert isinstance(get_strategy(alias), Multitask)
 
 
 # ---------------------------------------------------------------------- training
@@ -275,3 +276,10 @@ def test_resume_across_stage_boundaries(paper_run):
         assert again[key] == metrics[key]
     for stage, stamp in stamps.items():  # finished stages were not retrained
         assert (folder / f"checkpoints/{stage}/last.pt").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("variant", ["denoise", "masked"])
+def test_variant_method_names_set_their_reconstruction_task(variant):
+    from domadapt.config import build_config
+
+    assert build_config(profile="smoke", method=f"multitask-{variant}").multitask.recon == variant

@@ -329,6 +329,8 @@ def _selection_line(rows: list[dict]) -> list[str]:
 
 def _published_notes(published: dict | None, sources: list[dict], metric: str) -> list[str]:
     if published and not sources and published.get("sources"):
+        if published.get("metric") == metric:  # e.g. the synthetic pairs: nothing was published
+            return ["No published figure exists for these pairs."]
         return [f"Published figures are on `{published.get('metric')}`, not `{metric}`, "
                     "so they are not shown."]
     if not sources:

@@ -110,6 +110,13 @@ def test_summary_published_only_on_the_same_metric(rows):
     assert "0.490 ± 0.020 (2)" in _line(md, "| lucchi->vnc |")
 
 
+def test_summary_of_pairs_nobody_published(rows):
+    synthetic = [dict(r, pair=r["pair"].replace("lucchi", "synth-a").replace("vnc", "synth-b"))
+                 for r in rows]
+    md = reporting.summary_markdown(synthetic, reporting.load_published(PUBLISHED))
+    assert "No published figure exists for these pairs." in md and "not shown" not in md
+
+
 def test_regret_table_present_and_omitted(rows):
     md = reporting.summary_markdown(rows, None)
     section = md.split("## Label-free selection regret")[1].split("##")[0]

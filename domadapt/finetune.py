@@ -145,7 +145,12 @@ def _one(base, payload, checkpoint, train: Volume, test, n, seed, kind, folder, 
     run_dir = folder / f"seed{seed}" / f"n{n:03d}-{kind}"
     chosen = labeled_slices(train.mask, n, seed)
     fit_slices, held = split_holdout(chosen)
-    net, harmonizer = _net(payload, kind, seed)  # harmonizer: the stored spec, or None
+    net, spec = _net(payload, kind, seed)  # spec: the stored harmonizer, or None
+    harmonizer = None
+    if spec is not None:  # built once: it harmonizes the labeled slices and the test volume
+        from domadapt.strategies.style_transfer import harmonizer_from_spec
+
+        harmonizer = harmonizer_from_spec(spec), spec
     device = resolve_device(cfg.train.device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -155,9 +160,7 @@ def _one(base, payload, checkpoint, train: Volume, test, n, seed, kind, folder, 
         if len(held):
             selection = f"target_val_iou on {len(held)} held-out labeled slices"
     if harmonizer is not None:
-        from domadapt.strategies.style_transfer import harmonizer_from_spec
-
-        net = torch.nn.Sequential(harmonizer_from_spec(harmonizer), net)
+        net = torch.nn.Sequential(harmonizer[0], net)
     labels = test.mask if isinstance(test, Volume) else None
     image = UnlabeledVolume(test.image, test.voxel_size_nm, test.name)
     stats = intensity_stats(test.image)
@@ -183,14 +186,15 @@ def _net(payload: dict, kind: str, seed: int) -> tuple[torch.nn.Module, dict | N
     return net, payload.get("harmonizer")
 
 
-def _train(cfg: RunConfig, net, harmonizer: dict | None, train: Volume, fit_slices, held,
-           run_dir: Path, device, progress: bool) -> torch.nn.Module:
-    """Fine-tune ``net`` on the labeled slices (harmonized first when ``harmonizer`` is a
-    style_transfer model's stored harmonizer); the chosen weights are loaded into ``net``."""
-    from domadapt.strategies.style_transfer import harmonize_image, harmonizer_from_spec
+def _train(cfg: RunConfig, net, harmonizer: tuple[torch.nn.Module, dict] | None, train: Volume,
+           fit_slices, held, run_dir: Path, device, progress: bool) -> torch.nn.Module:
+    """Fine-tune ``net`` on the labeled slices (harmonized first when ``harmonizer``, a
+    style_transfer model's harmonizer and its stored spec, is given); the chosen weights are
+    loaded into ``net``."""
+    from domadapt.strategies.style_transfer import harmonize_image
 
     px = cfg.data.pixel_size_nm
-    module = harmonizer_from_spec(harmonizer) if harmonizer is not None else None
+    module = harmonizer[0] if harmonizer is not None else None
 
     def prepared(slices: np.ndarray, name: str) -> tuple[Volume, dict]:
         volume, stats = prepare_labeled(Volume(train.image[np.sort(slices)], train.mask[np.sort(slices)],
@@ -214,7 +218,7 @@ def _train(cfg: RunConfig, net, harmonizer: dict | None, train: Volume, fit_slic
     extra = {"config": cfg.to_dict(), "model_spec": {"kind": "unet", **cfg.model.__dict__},
              "pixel_size_nm": px, "normalization": {"method": "percentile", "source_stats": stats}}
     if harmonizer is not None:  # so that `domadapt predict` harmonizes as this model was trained
-        extra["harmonizer"] = harmonizer
+        extra["harmonizer"] = harmonizer[1]
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, extra=extra, progress=progress,
                       tile=cfg.inference.tile, overlap=cfg.inference.overlap)
     result = trainer.fit(stage)

@@ -150,17 +150,17 @@ def _one(base, payload, checkpoint, train: Volume, test, n, seed, kind, folder, 
     if spec is not None:  # built once: it harmonizes the labeled slices and the test volume
         from domadapt.strategies.style_transfer import harmonizer_from_spec
 
-        harmonizer = harmonizer_from_spec(spec), spec
+        harmonizer = harmonizer_from_spec(spec)
     device = resolve_device(cfg.train.device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     selection = "starting model" if n == 0 else "last checkpoint"
     if n:
-        net = _train(cfg, net, harmonizer, train, fit_slices, held, run_dir, device, progress)
+        net = _train(cfg, net, harmonizer, spec, train, fit_slices, held, run_dir, device, progress)
         if len(held):
             selection = f"target_val_iou on {len(held)} held-out labeled slices"
     if harmonizer is not None:
-        net = torch.nn.Sequential(harmonizer[0], net)
+        net = torch.nn.Sequential(harmonizer, net)
     labels = test.mask if isinstance(test, Volume) else None
     image = UnlabeledVolume(test.image, test.voxel_size_nm, test.name)
     stats = intensity_stats(test.image)
@@ -186,21 +186,20 @@ def _net(payload: dict, kind: str, seed: int) -> tuple[torch.nn.Module, dict | N
     return net, payload.get("harmonizer")
 
 
-def _train(cfg: RunConfig, net, harmonizer: tuple[torch.nn.Module, dict] | None, train: Volume,
-           fit_slices, held, run_dir: Path, device, progress: bool) -> torch.nn.Module:
-    """Fine-tune ``net`` on the labeled slices (harmonized first when ``harmonizer``, a
-    style_transfer model's harmonizer and its stored spec, is given); the chosen weights are
-    loaded into ``net``."""
+def _train(cfg: RunConfig, net, harmonizer: torch.nn.Module | None, harmonizer_spec: dict | None,
+           train: Volume, fit_slices, held, run_dir: Path, device, progress: bool) -> torch.nn.Module:
+    """Fine-tune ``net`` on the labeled slices (harmonized first when a style_transfer model's
+    ``harmonizer`` is given; its ``harmonizer_spec`` is stored with the checkpoints); the chosen
+    weights are loaded into ``net``."""
     from domadapt.strategies.style_transfer import harmonize_image
 
     px = cfg.data.pixel_size_nm
-    module = harmonizer[0] if harmonizer is not None else None
 
     def prepared(slices: np.ndarray, name: str) -> tuple[Volume, dict]:
         volume, stats = prepare_labeled(Volume(train.image[np.sort(slices)], train.mask[np.sort(slices)],
                                                train.voxel_size_nm, f"{train.name}:{name}"), px)
-        if module is not None:
-            volume = replace(volume, image=harmonize_image(module, volume.image, cfg, device))
+        if harmonizer is not None:
+            volume = replace(volume, image=harmonize_image(harmonizer, volume.image, cfg, device))
         return volume, stats
 
     labeled, stats = prepared(fit_slices, "labeled")
@@ -217,8 +216,8 @@ def _train(cfg: RunConfig, net, harmonizer: tuple[torch.nn.Module, dict] | None,
     save_config(cfg, run_dir / "config.yaml")
     extra = {"config": cfg.to_dict(), "model_spec": {"kind": "unet", **cfg.model.__dict__},
              "pixel_size_nm": px, "normalization": {"method": "percentile", "source_stats": stats}}
-    if harmonizer is not None:  # so that `domadapt predict` harmonizes as this model was trained
-        extra["harmonizer"] = harmonizer[1]
+    if harmonizer_spec is not None:  # so that `domadapt predict` harmonizes as this model was trained
+        extra["harmonizer"] = harmonizer_spec
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, extra=extra, progress=progress,
                       tile=cfg.inference.tile, overlap=cfg.inference.overlap)
     result = trainer.fit(stage)

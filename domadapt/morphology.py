@@ -45,8 +45,9 @@ WORST_SCORE = 10.0
 #: A prediction whose foreground covers at least this fraction of the labeled
 #: area is "all foreground" (a collapsed model), whatever its objects.
 ALL_FOREGROUND_FRACTION = 0.99
-#: Fewer measurable (non-border) objects than this in the whole sample: the
-#: predicted distributions are too thin to compare, so the prediction is degenerate.
+#: Fewer objects than this in the whole sample: the predicted distributions are too
+#: thin to compare, so the prediction is degenerate. Each criterion counts its own
+#: objects: measurable non-border objects for morph_ours, per-slice pieces > 10 px for morph_paper.
 MIN_SCORED_OBJECTS = 5
 #: Per-object shape features, in this order, all in physical units or unitless.
 SHAPE_FEATURES = ("area_nm2", "equivalent_diameter_nm", "major_axis_nm", "minor_axis_nm",

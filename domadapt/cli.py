@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from domadapt import __version__
-from domadapt.errors import DataError, DomadaptError
+from domadapt.errors import NO_SPACE_ERRNOS, DataError, DomadaptError, write_failure
 
 
 def _voxel_size(value: str | None) -> list[float] | None:
-    """Parse ``z,y,x`` in nm (three positive numbers)."""
+    """Parse ``z,y,x`` in nm; the plausible range is the library's, so flags and YAMLs agree."""
+    from domadapt.data.volume import check_voxel_size
+
     if value is None:
         return None
     parts = [p for p in value.replace(" ", "").split(",") if p]
@@ -28,7 +31,7 @@ def _voxel_size(value: str | None) -> list[float] | None:
         numbers = []
     if len(numbers) != 3 or any(n <= 0 for n in numbers):
         raise DataError(f"A voxel size must be three positive numbers z,y,x in nm, got '{value}'.")
-    return numbers
+    return list(check_voxel_size(numbers))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -185,8 +188,11 @@ def datasets_info(name, data_root, as_json) -> None:
 @click.option("--data-root", help="Folder holding the datasets (default: $DOMADAPT_DATA).")
 def datasets_download(name, data_root) -> None:
     """Fetch a dataset archive (checksummed, atomic) and unpack it into the data root."""
-    from domadapt.data.registry import download_dataset
+    from domadapt.data.registry import download_dataset, get_spec
 
+    if get_spec(name).synthetic:
+        click.echo(f"{name} is synthetic: it is generated on the fly when used, nothing to download.")
+        return
     click.echo(f"ready: {download_dataset(name, data_root)}")
 
 
@@ -262,12 +268,27 @@ def finetune(start, target, n_labeled, seeds, steps, patch, lr, loss, no_scratch
     click.echo(f"curve: {folder / 'label_efficiency.png'}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings reach a user as one line, not as a source location and a code excerpt."""
+    click.echo(f"warning: {message}", err=True)
+
+
 def main() -> None:
     """Console entry point: user errors become one sentence and exit code 2."""
+    warnings.showwarning = _show_warning
     try:
         cli.main(standalone_mode=False)
     except DomadaptError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except PermissionError as exc:
+        click.echo(f"error: Permission denied for {exc.filename or 'a file'}; choose a place "
+                   "you may write to or read from.", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in NO_SPACE_ERRNOS:
+            raise
+        click.echo(f"error: {write_failure(exc.filename or 'a file', exc)}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)

@@ -207,12 +207,21 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; values of ``update`` win, nested mappings merge."""
+def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Recursive dict merge; values of ``update`` win, nested mappings merge.
+
+    A section set to a scalar stays an error instead of being replaced by a later
+    mapping, so ``--set train=5`` can never silently reset ``train`` to its defaults.
+    """
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+        current = out.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            out[key] = merge(current, value, f"{prefix}{key}.")
+        elif isinstance(value, dict) and current is not None and not value:
+            continue
+        elif isinstance(value, dict) and current is not None:
+            raise ConfigError(f"Config key '{prefix}{key}' must be a mapping, got {current!r}.")
         else:
             out[key] = value
     return out
@@ -232,8 +241,11 @@ def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         value = _parse_value(raw)
         node = out
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                section = ".".join(parts[: depth + 1])
+                raise ConfigError(f"Config key '{section}' must be a mapping, got {node!r}.")
         node[parts[-1]] = value
     return out
 
@@ -362,6 +374,8 @@ def validate(cfg: RunConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"Config key '{key}' must be positive, got {value}.")
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"Config key 'seed' must be an integer in [0, 2**32), got {cfg.seed}.")
     multiple = 2 ** cfg.model.depth
     if cfg.data.patch_size % multiple:
         raise ConfigError(
@@ -400,3 +414,16 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 def config_from_plain(data: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from its plain-dict form (as stored in checkpoints)."""
     return from_dict(RunConfig, data)
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain-dict configurations."""
+    keys = sorted(set(old) | set(new), key=str)
+    out: list[str] = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out

@@ -29,8 +29,8 @@ import tifffile
 import torch
 
 from domadapt.data.transforms import intensity_stats, normalize, resample_image, scale_factor
-from domadapt.data.volume import check_voxel_size
-from domadapt.errors import ConfigError, DataError
+from domadapt.data.volume import check_finite, check_voxel_size
+from domadapt.errors import NO_SPACE_ERRNOS, ConfigError, DataError, write_failure
 
 #: Tile side length must be a multiple of this (a U-Net with four 2x poolings).
 TILE_MULTIPLE = 16
@@ -152,6 +152,7 @@ def predict_volume(
     device: str | torch.device = "cpu",
     amp: bool = False,
     progress: bool = False,
+    name: str = "input",
 ) -> Iterator[np.ndarray]:
     """Yield float32 probability maps, one per z-slice, on the input's original (Y, X) grid.
 
@@ -164,7 +165,9 @@ def predict_volume(
     of the volume (a subsample, cheap on memmaps); pass the statistics used in
     training to reproduce validation exactly. The model is moved to ``device``
     (in place, as ``Module.to`` does) and run in eval mode; its previous
-    train/eval mode is restored afterwards.
+    train/eval mode is restored afterwards. NaN or infinite voxels raise
+    DataError naming ``name``: up front when the volume's own statistics
+    reveal them, otherwise when their slice is reached.
     """
     _check_tiling(tile, overlap)
     voxel_size = check_voxel_size(voxel_size_nm)
@@ -174,20 +177,34 @@ def predict_volume(
         raise DataError(f"Inference needs a 2D image or a (Z, Y, X) stack, "
                         f"got shape {image.shape}.")
     stack = image if len(image.shape) == 3 else np.asarray(image)[None]
-    stats = norm_stats if norm_stats is not None else intensity_stats(stack)
+    stats = norm_stats if norm_stats is not None else _volume_stats(stack, name)
     factor = scale_factor(voxel_size, model_pixel_nm)
     model.to(device)
     # Validation above runs eagerly; the slices are produced lazily below.
     return _iter_slices(model, stack, stats, factor, progress,
-                        (tile, overlap, batch_size, device, amp))
+                        (tile, overlap, batch_size, device, amp), name)
+
+
+def _volume_stats(stack: Any, name: str) -> dict:
+    """Intensity statistics of the volume, refusing it up front if they reveal NaN/inf voxels.
+
+    Every slice would be normalised to NaN and predicted as garbage before the
+    per-slice check in :func:`_iter_slices` reached the bad one.
+    """
+    stats = intensity_stats(stack)
+    if not np.isfinite(list(stats.values())).all():
+        for z in range(stack.shape[0]):
+            check_finite(np.asarray(stack[z]), name, z_offset=z)
+    return stats
 
 
 def _iter_slices(model: torch.nn.Module, stack: Any, stats: dict, factor: float,
-                 progress: bool, slice_args: tuple) -> Iterator[np.ndarray]:
+                 progress: bool, slice_args: tuple, name: str) -> Iterator[np.ndarray]:
     """The generator behind :func:`predict_volume` (one slice read and held at a time)."""
     with _eval_mode(model):
         for z in _progress(range(stack.shape[0]), progress):
             slice_yx = np.asarray(stack[z])
+            check_finite(slice_yx, name, z_offset=z)
             model_input = resample_image(normalize(slice_yx, stats)[None], factor)[0]
             prob = predict_slice(model, model_input, *slice_args)
             back = resample_image(prob[None], 1.0 / factor, size=slice_yx.shape)[0]
@@ -238,9 +255,11 @@ def predict_to_tif(
             writer.write(pages, shape=shape, dtype=np.uint8, photometric="minisblack",
                          metadata={"axes": "ZYX"})
         os.replace(partial, out_path)
-    except BaseException:
+    except BaseException as exc:
         probs.close()  # restores the model's mode now, not at garbage collection
         partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and (exc.errno in NO_SPACE_ERRNOS or exc.errno is None):
+            raise write_failure(out_path, exc) from None  # tifffile: "N requested and M written"
         raise
     return out_path
 

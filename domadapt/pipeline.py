@@ -20,17 +20,21 @@ from pathlib import Path
 
 import torch
 
-from domadapt.config import RunConfig, dataset_refs, save_config
+from domadapt.config import RunConfig, config_differences, dataset_refs, load_yaml, save_config
 from domadapt.data.prepare import PreparedData, TargetTest, prepare_data
-from domadapt.errors import ConfigError, DomadaptError, RunFolderError
+from domadapt.errors import ConfigError, DataError, DomadaptError, RunFolderError
 from domadapt.inference import predict_to_tif
 from domadapt.metrics import segmentation_scores
+from domadapt.run_lock import LOCK_NAME, run_folder_lock
 from domadapt.strategies import get_strategy
 from domadapt.strategies.base import Domains, FitResult, StrategyContext
 from domadapt.training.distributed import DistInfo, barrier, init_from_env, shutdown
 from domadapt.training.trainer import Trainer
 
 METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
+#: Settings a resumed run may change: they do not alter what is computed.
+RESUMABLE_CHANGES = ("out", "train.threads", "data.data_root")
 
 
 def dataset_label(ref: str) -> str:
@@ -55,20 +59,49 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
+def _run_files(run_dir: Path) -> list[Path]:
+    """What a run wrote into its folder (the lock of a live run is not a run's file)."""
+    if not run_dir.is_dir():
+        return []
+    return [p for p in run_dir.iterdir() if p.name != LOCK_NAME]
+
+
 def refuse_existing_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to reuse a run folder unless asked to resume or overwrite it."""
-    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
+    if _run_files(run_dir) and not (resume or overwrite):
         raise RunFolderError(
             f"Run folder {run_dir} already exists; pass --resume to continue it "
             "or --overwrite to start again."
         )
 
 
+def refuse_changed_settings(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
+    """A resumed run keeps the settings it was started with: a change is refused, by key.
+
+    Weights already trained cannot follow a new learning rate or width, so
+    accepting the change would make config.yaml a false record of the run.
+    """
+    saved = run_dir / CONFIG_FILE
+    if not resume or not saved.is_file():
+        return
+    old, new = load_yaml(saved), cfg.to_dict()
+    if new["pretrain"]["weights"] is None:  # recorded by the run's own pretrain stage
+        new["pretrain"]["weights"] = old.get("pretrain", {}).get("weights")
+    changed = [k for k in config_differences(old, new) if k not in RESUMABLE_CHANGES]
+    if changed:
+        shown = ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else "")
+        raise RunFolderError(
+            f"--resume with settings that differ from {saved} ({shown}); resume with the "
+            "original settings, or pass --overwrite to start again with the new ones."
+        )
+
+
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Create (or empty, with ``overwrite``) the run folder; a resumed run is unfinished again."""
     refuse_existing_run_dir(run_dir, resume, overwrite)
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
+    if overwrite:
+        for path in _run_files(run_dir):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / METRICS_FILE).unlink(missing_ok=True)
 
@@ -96,7 +129,11 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     try:
-        return _run(cfg, device, dist, resume, overwrite, progress, start)
+        if not dist.is_main:
+            return _run(cfg, device, dist, resume, overwrite, progress, start)
+        get_strategy(cfg.method)  # an unknown method is refused before the folder is locked
+        with run_folder_lock(run_dir_for(cfg)):
+            return _run(cfg, device, dist, resume, overwrite, progress, start)
     finally:
         shutdown(dist)
 
@@ -106,10 +143,13 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
     strategy = get_strategy(cfg.method)
     if dist.is_main:
         refuse_existing_run_dir(run_dir, resume, overwrite)  # before any slow work
+        refuse_changed_settings(cfg, run_dir, resume)
     data = prepare_data(cfg)  # bad data fails here, before the run folder is touched
+    _refuse_unsupported_criterion(cfg, data)
     if dist.is_main:
         prepare_run_dir(run_dir, resume, overwrite)
-        save_config(cfg, run_dir / "config.yaml")
+        if not (run_dir / CONFIG_FILE).is_file():  # a resumed run keeps its record
+            save_config(cfg, run_dir / CONFIG_FILE)
     barrier(dist)
     domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, resume=resume,
@@ -130,6 +170,18 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
     return metrics
 
 
+def _refuse_unsupported_criterion(cfg: RunConfig, data: PreparedData) -> None:
+    """A source too thin to hold out validation slices cannot serve a source_val criterion."""
+    if data.source_val is None and cfg.selection.criterion.startswith("source_val"):
+        depth = data.source_train.shape[0]
+        raise DataError(
+            f"The source has {depth} z-slice(s), too few to hold out validation slices "
+            f"(data.source_val_fraction), which selection.criterion "
+            f"'{cfg.selection.criterion}' needs; give a source with more slices or choose a "
+            "target criterion, e.g. --set selection.criterion=target_consistency."
+        )
+
+
 def _pretrain(cfg: RunConfig, trainer: Trainer, run_dir: Path, dist: DistInfo) -> RunConfig:
     """Stage ``pretrain``; the resolved config then records the weights every net starts from."""
     from domadapt.strategies.pretrain import pretrain
@@ -137,7 +189,7 @@ def _pretrain(cfg: RunConfig, trainer: Trainer, run_dir: Path, dist: DistInfo) -
     cfg = pretrain(cfg, trainer)
     trainer.extra["config"] = cfg.to_dict()
     if dist.is_main:
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, run_dir / CONFIG_FILE)
     return cfg
 
 

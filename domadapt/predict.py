@@ -7,7 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from domadapt.data.io import lazy_image
-from domadapt.errors import CheckpointError
+from domadapt.errors import CheckpointError, DataError
 from domadapt.inference import predict_to_tif
 from domadapt.models.unet import build_unet
 from domadapt.training.checkpoint import load_checkpoint
@@ -40,6 +40,7 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | P
     the model's pixel size (no resampling)."""
     from domadapt.pipeline import resolve_device
 
+    refuse_unsafe_output(input_path, output)
     net, payload = model_from_checkpoint(checkpoint)
     dev = resolve_device(device)
     px = float(payload["pixel_size_nm"])
@@ -49,7 +50,18 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | P
     return predict_to_tif(net, image, output, binary=binary, threshold=threshold, **tiling,
                           voxel_size_nm=tuple(voxel_size) if voxel_size else (px, px, px),
                           model_pixel_nm=px, device=dev, amp=dev.type == "cuda",
-                          progress=progress)
+                          progress=progress, name=Path(input_path).name)
 
 
-
+def refuse_unsafe_output(input_path: str | Path, output: str | Path) -> None:
+    """The output may never replace the input, sit inside an input folder, or be a folder."""
+    source, target = Path(input_path).resolve(), Path(output).resolve()
+    if target.is_dir():
+        raise DataError(f"Output {output} is a folder; give a file name such as "
+                        f"{Path(output) / 'prediction.tif'}.")
+    if target == source or (target.exists() and source.exists() and target.samefile(source)):
+        raise DataError(f"Output {output} is the input volume; writing it would destroy the input, "
+                        "give another file name.")
+    if source.is_dir() and source in target.parents:
+        raise DataError(f"Output {output} lies inside the input folder {input_path}, which is read "
+                        "as the volume; write it elsewhere.")

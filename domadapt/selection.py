@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from domadapt.config import load_yaml
 from domadapt.errors import RunFolderError
 
 #: Label-free criteria and their direction; each is a metric some monitor logs.
@@ -49,8 +50,10 @@ def load_history(run_dir: str | Path, stage: str | None = None) -> RunHistory:
     """The evaluation history of a run's final stage (or of ``stage``)."""
     run_dir = Path(run_dir)
     base = run_dir / "checkpoints"
+    if not base.is_dir() and (run_dir / "config.yaml").is_file():
+        raise _no_evaluation_yet(run_dir)
     if not base.is_dir():
-        raise RunFolderError(f"{run_dir} is not a domadapt run folder (no checkpoints/).")
+        raise RunFolderError(f"{run_dir} is not a domadapt run folder (no config.yaml, no checkpoints/).")
     if stage is None:
         metrics = run_dir / "metrics.json"
         if metrics.is_file():
@@ -60,8 +63,18 @@ def load_history(run_dir: str | Path, stage: str | None = None) -> RunHistory:
             stage = stages[-1].name if stages else None
     path = base / str(stage) / "history.json"
     if stage is None or not path.is_file():
-        raise RunFolderError(f"No evaluation history found under {base}.")
+        raise _no_evaluation_yet(run_dir)
     return RunHistory(run_dir, stage, json.loads(path.read_text()))
+
+
+def _no_evaluation_yet(run_dir: Path) -> RunFolderError:
+    """A run that has started but not yet evaluated is not a broken folder: say when to come back."""
+    config = run_dir / "config.yaml"
+    every = load_yaml(config).get("train", {}).get("eval_every") if config.is_file() else None
+    return RunFolderError(
+        f"Run folder {run_dir} has no evaluation yet (the first comes after "
+        f"{every or 'train.eval_every'} training steps); run select again once it has one."
+    )
 
 
 def target_has_labels(run_dir: str | Path) -> bool:

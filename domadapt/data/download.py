@@ -4,7 +4,8 @@ A dataset archive is fetched into ``<data root>/<name>/`` under a temporary
 ``.incomplete`` name, its sha256 checked, and only then renamed to its final
 name, so an interrupted or tampered download never passes for a good one. A
 file the user placed by hand at the final path is accepted when its checksum
-matches, which is also the way round a machine without internet.
+matches, which is also the way round a machine without internet; one that does
+not match is refused, never overwritten.
 """
 
 from __future__ import annotations
@@ -88,8 +89,14 @@ def fetch(url: str, sha256: str, dest: Path, progress: bool = True) -> Path:
     both checksums); no partial file is left behind in either case.
     """
     dest = Path(dest)
-    if dest.is_file() and sha256_of(dest) == sha256.lower():
-        return dest
+    if dest.is_file():
+        found = sha256_of(dest)
+        if found == sha256.lower():
+            return dest
+        raise DownloadError(
+            f"Checksum mismatch for {dest}, which was placed there by hand: expected sha256 "
+            f"{sha256}, got {found}; replace it with the file from {url}, or delete it to download."
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_suffix(dest.suffix + ".incomplete")
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,22 +73,55 @@ def check_pairs(images: list[Path], labels: list[Path]) -> None:
 
 
 def _read_2d_file(path: Path) -> tuple[np.ndarray, bool]:
-    """One image file as an array and whether its last axis holds colour channels."""
-    try:
-        if path.suffix.lower() in TIF_SUFFIXES:
-            import tifffile
+    """One image file as an array and whether its last axis holds colour channels.
 
-            with tifffile.TiffFile(path) as tif:
-                arr, axes = tif.asarray(), tif.series[0].axes
-            if "S" in axes:  # colour samples, possibly stored as separate planes
-                return np.moveaxis(arr, axes.index("S"), -1), True
-            return arr, False
+    A file in a folder of slices is one slice by contract, so planes tagged as
+    planar RGB(A) are colour channels here (unlike in a lone stack, see :func:`_read_tif`).
+    """
+    if path.suffix.lower() in TIF_SUFFIXES:
+        return _channels_last(*_read_tif_file(path))
+    try:
         import imageio.v3 as iio
 
         arr = np.asarray(iio.imread(path))
-        return arr, arr.ndim == 3 and arr.shape[-1] in (3, 4)
     except Exception as exc:  # the imaging libraries raise many unrelated types
         raise DataError(f"Could not read image file {path} ({_short(exc)}).") from None
+    return arr, arr.ndim == 3 and arr.shape[-1] in (3, 4)
+
+
+def _read_tif_file(path: Path) -> tuple[np.ndarray, str]:
+    """A tif's first series and its axes string (e.g. "ZYX", "YXS", "SYX")."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return tif.asarray(), tif.series[0].axes
+    except Exception as exc:  # tifffile raises many unrelated types on a bad file
+        raise DataError(f"Could not read image file {path} ({_short(exc)}).") from None
+
+
+def _channels_last(arr: np.ndarray, axes: str) -> tuple[np.ndarray, bool]:
+    """Colour samples, possibly stored as separate planes, moved to the last axis."""
+    if "S" in axes:
+        return np.moveaxis(arr, axes.index("S"), -1), True
+    return arr, False
+
+
+def _planes_as_slices(axes: str, shape: tuple[int, ...], path: Path) -> bool:
+    """Whether a tif's leading planar RGB(A) samples are z-slices, warning when they are.
+
+    tifffile stores any (3, Y, X) or (4, Y, X) array as planar RGB(A) unless told
+    otherwise, while colour EM images are saved contiguous ("YXS"): leading samples
+    are far more likely a short stack, and reading them as colour would silently
+    collapse a target to a single slice.
+    """
+    if not (axes.startswith("S") and shape[0] in (3, 4)):
+        return False
+    warnings.warn(
+        f"{path} stores {shape[0]} planes tagged as planar RGB, read as {shape[0]} z-slices; "
+        f"convert a real colour image to grey first.", stacklevel=2,
+    )
+    return True
 
 
 def _short(exc: BaseException) -> str:
@@ -148,10 +182,17 @@ def _require_exists(path: Path) -> None:
 
 
 def _read_tif(path: Path) -> tuple[np.ndarray, bool]:
-    arr, colour = _read_2d_file(path)
+    arr, axes = _read_tif_file(path)
+    planar = _planes_as_slices(axes, arr.shape, path)
+    arr, colour = (arr, False) if planar else _channels_last(arr, axes)
     if arr.ndim - colour not in (2, 3):
         raise DataError(f"Tif {path} must hold a 2D image or a 3D stack, got shape {arr.shape}.")
     return arr, colour
+
+
+#: How to choose among several arrays, for both verbs that read user volumes.
+_NAME_ONE = ("name the one to use (domadapt predict --key NAME, or `key: NAME` in a dataset YAML "
+             "for domadapt run)")
 
 
 def _pick_h5_key(h5file: Any, path: Path, key: str | None) -> str:
@@ -164,7 +205,7 @@ def _pick_h5_key(h5file: Any, path: Path, key: str | None) -> str:
             raise DataError(f"HDF5 file {path} has no dataset '{key}'; it holds {names}.")
         return key
     if len(names) != 1:
-        raise DataError(f"HDF5 file {path} holds datasets {names}; pass the one to use as key.")
+        raise DataError(f"HDF5 file {path} holds datasets {names}; {_NAME_ONE}.")
     return names[0]
 
 
@@ -202,7 +243,7 @@ def _open_zarr(path: Path, key: str | None) -> Any:
     if not hasattr(node, "shape"):
         arrays = sorted(name for name, _ in node.arrays())
         if len(arrays) != 1:
-            raise DataError(f"Zarr group {path} holds arrays {arrays}; pass the one to use as key.")
+            raise DataError(f"Zarr group {path} holds arrays {arrays}; {_NAME_ONE}.")
         node = node[arrays[0]]
     return node
 
@@ -284,12 +325,21 @@ def lazy_image(path: str | Path, key: str | None = None) -> Any:
 
 
 def _try_memmap(path: Path) -> np.ndarray | None:
+    """A memmap of an uncompressed grey (Z, Y, X) tif, or None to fall back to a full read.
+
+    Colour tifs are not mapped: their samples axis would pass for a z or x axis.
+    """
     import tifffile
 
     try:
-        return tifffile.memmap(path, mode="r")
+        with tifffile.TiffFile(path) as tif:
+            axes, shape = tif.series[0].axes, tif.series[0].shape
+        lazy = tifffile.memmap(path, mode="r")
     except Exception:  # compressed, tiled or not a tif: fall back to a full read
         return None
+    if "S" in axes and not (lazy.ndim == 3 and _planes_as_slices(axes, shape, path)):
+        return None
+    return lazy
 
 
 def _partial(path: Path) -> Path:

@@ -21,19 +21,65 @@ IGNORE_LABEL = 255
 SPLITS = ("source_train", "source_val", "target_train", "target_test")
 
 
+#: Plausible voxel sizes in nm: below is sub-atomic (often micrometres typed as nm),
+#: above is no longer electron microscopy. Outside it resampling yields garbage.
+VOXEL_NM_RANGE = (0.1, 10000.0)
+
+
 def check_voxel_size(voxel_size_nm: object, what: str = "voxel size") -> tuple[float, float, float]:
-    """Return a (z, y, x) voxel size in nm as three positive floats or raise DataError."""
+    """Return a (z, y, x) voxel size in nm as three plausible floats or raise DataError.
+
+    An implausible size is refused rather than resampled, since it zooms every
+    slice to a few pixels (or millions) and the prediction becomes constant.
+    """
     try:
         values = tuple(float(v) for v in voxel_size_nm)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise DataError(
-            f"The {what} must be three positive numbers z,y,x in nm, got {voxel_size_nm!r}."
-        ) from None
+        values = ()
     if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
         raise DataError(
             f"The {what} must be three positive numbers z,y,x in nm, got {voxel_size_nm!r}."
         )
+    low, high = VOXEL_NM_RANGE
+    if not all(low <= v <= high for v in values):
+        raise DataError(_implausible_voxel_size(values, what))
     return values  # type: ignore[return-value]
+
+
+def _implausible_voxel_size(values: tuple[float, ...], what: str) -> str:
+    """The refusal sentence, with a micrometre hint when every value is below the range."""
+    low, high = VOXEL_NM_RANGE
+    shown = ",".join(f"{v:g}" for v in values)
+    message = f"The {what} is in nanometres and each value must lie in [{low:g}, {high:g}] nm, got {shown}"
+    if all(v < low for v in values):
+        scaled = ",".join(f"{v * 1000:g}" for v in values)
+        message += f", which looks like micrometres (did you mean {scaled}?)"
+    return message + "."
+
+
+def check_finite(image: np.ndarray, name: str, z_offset: int = 0) -> None:
+    """Raise DataError if a float image holds NaN or infinite voxels.
+
+    One such voxel turns the intensity statistics into NaN, and the network
+    then predicts 0 everywhere without any error; refusing names the culprit.
+    ``z_offset`` is the z index of ``image[0]`` (or of a 2D ``image``), so a
+    slice read on its own reports its position in the whole volume.
+    """
+    if not np.issubdtype(image.dtype, np.floating):
+        return
+    if np.isfinite(np.sum(image, dtype=np.float64)):
+        return
+    bad = ~np.isfinite(image)
+    count = int(np.count_nonzero(bad))
+    if count == 0:  # the sum overflowed on huge but finite values
+        return
+    first = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    z, y, x = (0, *first) if bad.ndim == 2 else first[-3:]
+    raise DataError(
+        f"Volume '{name}' holds {count} NaN or infinite voxel(s), the first at "
+        f"(z={z + z_offset}, y={y}, x={x}); replace them (e.g. with the volume's median) "
+        f"before segmenting."
+    )
 
 
 @dataclass
@@ -54,6 +100,7 @@ class UnlabeledVolume:
             )
         if self.image.size == 0:
             raise DataError(f"Volume '{self.name}' is empty (shape {self.image.shape}).")
+        check_finite(self.image, self.name)
         self.voxel_size_nm = check_voxel_size(self.voxel_size_nm, f"voxel size of '{self.name}'")
 
     @property

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from domadapt.errors import CheckpointError
+from domadapt.errors import CheckpointError, write_failure
 
 FORMAT = "domadapt-checkpoint-v1"
 
@@ -34,6 +34,8 @@ def save_atomic(payload: dict, path: str | Path) -> Path:
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
+    except (RuntimeError, OSError) as exc:  # torch reports a full disk as a RuntimeError
+        raise write_failure(path, exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -169,8 +169,8 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"Stage '{stage.name}' stopped: the loss became {float(loss.detach())} at step "
-                    f"{step + 1}; lower train.lr or check the input data. The last good "
-                    f"checkpoint is in {self.run_dir / 'checkpoints' / stage.name}."
+                    f"{step + 1}; lower train.lr or check the input data. "
+                    + self._last_good(stage.name)
                 )
             scaler.scale(loss).backward()
             if stage.grad_clip > 0:
@@ -187,6 +187,13 @@ class Trainer:
         return logged
 
     # ------------------------------------------------------------------ evaluation
+    def _last_good(self, stage_name: str) -> str:
+        """Where the last good checkpoint is, only if one was written (a message, not a promise)."""
+        folder = self.run_dir / "checkpoints" / stage_name
+        if (folder / "last.pt").is_file():
+            return f"The last good checkpoint is in {folder}."
+        return "No checkpoint had been written yet."
+
     def _evaluate(self, stage, state, generator, scaler, writer) -> None:
         stop = False
         if self.dist.is_main:

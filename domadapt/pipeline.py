@@ -28,6 +28,7 @@ from domadapt.metrics import segmentation_scores
 from domadapt.run_lock import LOCK_NAME, run_folder_lock
 from domadapt.strategies import get_strategy
 from domadapt.strategies.base import Domains, FitResult, StrategyContext
+from domadapt.timing import PhaseTimer
 from domadapt.training.distributed import DistInfo, barrier, init_from_env, shutdown
 from domadapt.training.trainer import Trainer
 
@@ -144,7 +145,9 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
     if dist.is_main:
         refuse_existing_run_dir(run_dir, resume, overwrite)  # before any slow work
         refuse_changed_settings(cfg, run_dir, resume)
-    data = prepare_data(cfg)  # bad data fails here, before the run folder is touched
+    timer = PhaseTimer()
+    with timer.phase("prepare_data"):
+        data = prepare_data(cfg)  # bad data fails here, before the run folder is touched
     _refuse_unsupported_criterion(cfg, data)
     if dist.is_main:
         prepare_run_dir(run_dir, resume, overwrite)
@@ -154,7 +157,7 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
     domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, resume=resume,
                       extra=checkpoint_extra(cfg, data), progress=progress, dist=dist,
-                      tile=cfg.inference.tile, overlap=cfg.inference.overlap)
+                      tile=cfg.inference.tile, overlap=cfg.inference.overlap, timer=timer)
     try:
         if cfg.pretrain.dataset and not cfg.pretrain.weights:
             cfg = _pretrain(cfg, trainer, run_dir, dist)
@@ -164,8 +167,9 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
         raise
     if not dist.is_main:
         return {}
-    scores = score_target(cfg, fit, data.target_test_original, run_dir, device, progress)
+    scores = score_target(cfg, fit, data.target_test_original, run_dir, device, progress, timer)
     metrics = _metrics(cfg, fit, scores, device, time.perf_counter() - start, dist.world_size)
+    metrics["timings_s"] = timer.rounded()
     _write_outputs(run_dir, metrics, fit)
     return metrics
 
@@ -200,22 +204,31 @@ def _remove_if_untrained(run_dir: Path, resume: bool, dist: DistInfo) -> None:
 
 
 def score_target(cfg: RunConfig, fit: FitResult, test: TargetTest, run_dir: Path,
-                 device: torch.device, progress: bool) -> dict:
+                 device: torch.device, progress: bool, timer: PhaseTimer | None = None) -> dict:
     """Predict the target test volume on its own grid; score it if labels exist."""
+    timer = timer or PhaseTimer()
+    with timer.phase("predict_target_test"):
+        out = _predict_target_test(cfg, fit, test, run_dir, device, progress)
+    if test.labels is None:
+        return {}
+    import tifffile
+
+    with timer.phase("score_target_test"):
+        prob = tifffile.imread(out)
+        return segmentation_scores(prob.reshape(test.labels.shape), test.labels,
+                                   cfg.inference.threshold)
+
+
+def _predict_target_test(cfg: RunConfig, fit: FitResult, test: TargetTest, run_dir: Path,
+                         device: torch.device, progress: bool) -> Path:
     inf = cfg.inference
-    out = predict_to_tif(
+    return predict_to_tif(
         fit.model, test.image.image, run_dir / "predictions" / "target_test_prob.tif",
         voxel_size_nm=test.image.voxel_size_nm, model_pixel_nm=cfg.data.pixel_size_nm,
         norm_stats=test.stats,
         tile=inf.tile, overlap=inf.overlap, batch_size=inf.batch_size, device=device,
         amp=cfg.train.amp and device.type == "cuda", progress=progress,
     )
-    if test.labels is None:
-        return {}
-    import tifffile
-
-    prob = tifffile.imread(out)
-    return segmentation_scores(prob.reshape(test.labels.shape), test.labels, inf.threshold)
 
 
 def _metrics(cfg: RunConfig, fit: FitResult, scores: dict, device, wall: float,

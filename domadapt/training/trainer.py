@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from domadapt.errors import TrainingError
+from domadapt.timing import PhaseTimer
 from domadapt.training import checkpoint as ckpt
 from domadapt.training.distributed import (
     DistInfo,
@@ -96,8 +97,9 @@ class Trainer:
     def __init__(self, run_dir: Path, device: torch.device, seed: int, *, amp: bool = True,
                  resume: bool = False, extra: dict | None = None, progress: bool = True,
                  dist: DistInfo | None = None, tile: int = 256, overlap: int = 32,
-                 keep_checkpoints: bool = True) -> None:
+                 keep_checkpoints: bool = True, timer: PhaseTimer | None = None) -> None:
         self.run_dir, self.device, self.seed = Path(run_dir), device, seed
+        self.timer = timer or PhaseTimer()
         self.amp = amp and device.type == "cuda"
         self.resume, self.extra, self.progress = resume, extra or {}, progress
         self.dist = dist or DistInfo()
@@ -136,11 +138,12 @@ class Trainer:
         running: dict[str, list[float]] = {}
         t0 = time.perf_counter()
         while state.step < stage.steps and not state.stopped_early:
-            batch = {k: v.to(self.device, non_blocking=True)
-                     for k, v in stage.batches(generator).items()}
-            if stage.transform is not None:
-                batch = stage.transform(batch, generator)
-            parts = self._step(stage, wrapped, batch, generator, scaler, state.step)
+            with self.timer.phase(f"{stage.name}/train"):
+                batch = {k: v.to(self.device, non_blocking=True)
+                         for k, v in stage.batches(generator).items()}
+                if stage.transform is not None:
+                    batch = stage.transform(batch, generator)
+                parts = self._step(stage, wrapped, batch, generator, scaler, state.step)
             state.step += 1
             bar.update(1)
             for key, value in parts.items():
@@ -205,9 +208,10 @@ class Trainer:
         state.stopped_early = stop
         gen_states = all_gather_objects(generator.get_state(), self.dist)
         if self.dist.is_main:  # bests and history first: last.pt must never point ahead
-            self._save_bests(stage, state)
-            _write_json(state.dir / "history.json", state.history)
-            self._save(stage, state, generator, scaler, state.dir / "last.pt", gen_states)
+            with self.timer.phase(f"{stage.name}/checkpoints"):
+                self._save_bests(stage, state)
+                _write_json(state.dir / "history.json", state.history)
+                self._save(stage, state, generator, scaler, state.dir / "last.pt", gen_states)
 
     def _run_monitors(self, stage: Stage, step: int) -> tuple[dict, dict]:
         n_evals = step // stage.eval_every
@@ -219,7 +223,8 @@ class Trainer:
         images: dict = {}
         with torch.no_grad():
             for monitor in stage.monitors:
-                result = monitor.evaluate(ctx)
+                with self.timer.phase(f"{stage.name}/eval/{monitor.name}"):
+                    result = monitor.evaluate(ctx)
                 record.update(result.metrics)
                 images.update(result.images)
         for module in stage.modules.values():

@@ -105,6 +105,9 @@ class SelectionConfig:
     criterion: str = "morph_paper"
     monitors: list[str] = field(default_factory=lambda: ["source_val", "target"])
     target_slices: int = 8  # fixed, seeded sample of unlabeled target slices to monitor
+    # Side (pixels at data.pixel_size_nm) of the fixed crop scored in each of those slices,
+    # so an evaluation costs the same on any slice size; smaller slices are used whole; 0: whole.
+    target_crop: int = 512
     # Which unlabeled target images the target monitor predicts: the training images
     # (inductive, default) or the test images (transductive, as the reference paper).
     target_split: Literal["target_train", "target_test"] = "target_train"
@@ -374,6 +377,9 @@ def validate(cfg: RunConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"Config key '{key}' must be positive, got {value}.")
+    if cfg.selection.target_crop < 0 or cfg.selection.target_slices <= 0:
+        raise ConfigError("Config keys 'selection.target_crop' (0: whole slices) and "
+                          "'selection.target_slices' must be >= 0 and positive.")
     if not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"Config key 'seed' must be an integer in [0, 2**32), got {cfg.seed}.")
     multiple = 2 ** cfg.model.depth

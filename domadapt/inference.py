@@ -31,6 +31,7 @@ import torch
 from domadapt.data.transforms import intensity_stats, normalize, resample_image, scale_factor
 from domadapt.data.volume import check_finite, check_voxel_size
 from domadapt.errors import NO_SPACE_ERRNOS, ConfigError, DataError, write_failure
+from domadapt.models.inference_copy import inference_copy, prepare_input
 
 #: Tile side length must be a multiple of this (a U-Net with four 2x poolings).
 TILE_MULTIPLE = 16
@@ -202,11 +203,12 @@ def _iter_slices(model: torch.nn.Module, stack: Any, stats: dict, factor: float,
                  progress: bool, slice_args: tuple, name: str) -> Iterator[np.ndarray]:
     """The generator behind :func:`predict_volume` (one slice read and held at a time)."""
     with _eval_mode(model):
+        fast = inference_copy(model, slice_args[3])
         for z in _progress(range(stack.shape[0]), progress):
             slice_yx = np.asarray(stack[z])
             check_finite(slice_yx, name, z_offset=z)
             model_input = resample_image(normalize(slice_yx, stats)[None], factor)[0]
-            prob = predict_slice(model, model_input, *slice_args)
+            prob = predict_slice(fast, model_input, *slice_args)
             back = resample_image(prob[None], 1.0 / factor, size=slice_yx.shape)[0]
             yield np.clip(back, 0.0, 1.0, out=back)
 
@@ -293,7 +295,7 @@ def _run_model(model: torch.nn.Module, batch: np.ndarray, device: str | torch.de
                amp: bool) -> np.ndarray:
     """Sigmoid probabilities (B, tile, tile) float32 of a (B, tile, tile) batch of tiles."""
     device = torch.device(device)
-    tensor = torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(device)
+    tensor = prepare_input(model, torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(device))
     autocast = (torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda"
                 else contextlib.nullcontext())
     with torch.inference_mode(), autocast:

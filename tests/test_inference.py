@@ -18,16 +18,31 @@ from domadapt.inference import (
 )
 
 
+class _Shared(dict):
+    """Counters that the prediction-only copy of a model shares with the original."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 class ConstantLogit(nn.Module):
     """Outputs the same logit everywhere; counts the tiles it sees and can fail on demand."""
 
     def __init__(self, logit: float = 0.3, fail_on_call: int | None = None):
         super().__init__()
-        self.logit, self.fail_on_call, self.calls, self.tiles = logit, fail_on_call, 0, 0
+        self.logit, self.fail_on_call, self.counts = logit, fail_on_call, _Shared(calls=0, tiles=0)
+
+    @property
+    def calls(self) -> int:
+        return self.counts["calls"]
+
+    @property
+    def tiles(self) -> int:
+        return self.counts["tiles"]
 
     def forward(self, x):
-        self.calls += 1
-        self.tiles += x.shape[0]
+        self.counts["calls"] += 1
+        self.counts["tiles"] += x.shape[0]
         if self.calls == self.fail_on_call:
             raise self.error
         return torch.full_like(x, self.logit)
@@ -94,7 +109,7 @@ def test_volume_equals_slice_prediction_at_native_pixel_size():
                                 norm_stats=stats, tile=32, overlap=16))
     assert model.training  # mode restored
     expected = predict_slice(model.eval(), normalize(image[1], stats), tile=32, overlap=16)
-    np.testing.assert_array_equal(probs[1], expected)
+    np.testing.assert_allclose(probs[1], expected, atol=1e-5)  # the copy runs channels-last
 
 
 def test_predict_to_tif_writes_uint8_stack(tmp_path):

@@ -10,8 +10,9 @@ from torch import nn
 
 from domadapt.data.prepare import prepare_labeled
 from domadapt.data.synthetic import make_volume
+from domadapt.data.volume import UnlabeledVolume
 from domadapt.morphology import MorphologyPrior, PaperSolidityCriterion
-from domadapt.training.monitors import EvalContext
+from domadapt.training.monitors import EvalContext, fixed_crop_sample, fixed_slice_sample
 from domadapt.training.target_monitor import TargetCriteriaMonitor
 
 PIXEL = 10.0
@@ -48,7 +49,7 @@ def target():
 
 def _evaluate(test, priors, masks):
     monitor = TargetCriteriaMonitor(test.without_labels(), priors, n_slices=4, seed=0)
-    oracle = MaskOracle(test.image[monitor.slices], masks[monitor.slices])
+    oracle = MaskOracle(test.image[monitor.sample.slices], masks[monitor.sample.slices])
     ctx = EvalContext({"net": oracle}, oracle, torch.device("cpu"), False, step=1, tile=256,
                       overlap=0)
     return monitor.evaluate(ctx).metrics
@@ -72,3 +73,38 @@ def test_monitor_receives_no_labels(target):
     assert not hasattr(monitor.volume, "mask")
     assert monitor.directions["morph_ours"] == "min"
     assert monitor.directions["target_consistency"] == "max"
+
+
+def test_slices_no_larger_than_the_crop_are_monitored_whole_as_before():
+    volume = UnlabeledVolume(np.zeros((10, 200, 300), np.float32), (30, 10, 10))
+    sample = fixed_crop_sample(volume, 4, 512, seed=3)
+    np.testing.assert_array_equal(sample.slices, fixed_slice_sample(volume, 4, 3))
+    assert (sample.height, sample.width) == (200, 300) and set(sample.offsets) == {(0, 0)}
+
+
+def test_large_slices_get_fixed_seeded_crops_inside_the_slice():
+    volume = UnlabeledVolume(np.zeros((6, 2000, 1500), np.float32), (30, 10, 10))
+    first, again = (fixed_crop_sample(volume, 4, 512, seed=0) for _ in range(2))
+    assert np.array_equal(first.slices, again.slices) and first.offsets == again.offsets
+    assert (first.height, first.width) == (512, 512)
+    assert all(0 <= y <= 2000 - 512 and 0 <= x <= 1500 - 512 for y, x in first.offsets)
+    assert len(set(first.offsets)) > 1
+    whole = fixed_crop_sample(volume, 4, 0, seed=0)
+    assert (whole.height, whole.width) == (2000, 1500)
+
+
+@pytest.mark.parametrize("side", [700, 2400])
+def test_an_evaluation_costs_the_same_on_any_slice_size(side, monkeypatch):
+    import domadapt.training.monitors as monitors
+
+    pixels = []
+    predict = monitors.predict_slice
+    monkeypatch.setattr(monitors, "predict_slice",
+                        lambda model, image, **kw: pixels.append(image.size) or predict(model, image, **kw))
+    rng = np.random.default_rng(0)
+    volume = UnlabeledVolume(rng.random((5, side, side), dtype=np.float32), (30, 10, 10))
+    monitor = TargetCriteriaMonitor(volume, [], n_slices=4, seed=0, crop=512)
+    net = nn.Conv2d(1, 1, 1)
+    ctx = EvalContext({"net": net}, net, torch.device("cpu"), False, step=1, tile=256, overlap=0)
+    monitor.evaluate(ctx)
+    assert sum(pixels) == 2 * 4 * 512 * 512  # the crops and their flipped copies

@@ -129,7 +129,8 @@ def target_monitor(cfg: RunConfig, domains: Domains) -> Monitor:
 
     volume = getattr(domains, cfg.selection.target_split)
     return TargetCriteriaMonitor(volume, fit_priors(cfg, domains.source_train),
-                                 cfg.selection.target_slices, cfg.seed, cfg.inference.threshold)
+                                 cfg.selection.target_slices, cfg.seed, cfg.inference.threshold,
+                                 cfg.selection.target_crop)
 
 
 def new_segmentation_net(cfg: RunConfig) -> nn.Module:

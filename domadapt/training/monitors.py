@@ -23,6 +23,7 @@ from torch import nn
 from domadapt.data.volume import IGNORE_LABEL, UnlabeledVolume, Volume
 from domadapt.inference import predict_slice
 from domadapt.metrics import segmentation_scores
+from domadapt.models.inference_copy import inference_copy
 
 Direction = str  # "max" or "min"
 
@@ -63,16 +64,12 @@ def predict_stack(ctx: EvalContext, images: np.ndarray) -> np.ndarray:
     model = ctx.predictor
     if model is None:
         raise ValueError("This monitor needs a segmentation predictor in the stage.")
-    was_training = model.training
-    model.eval()
-    try:
-        return np.stack([
-            predict_slice(model, np.asarray(im, np.float32), tile=ctx.tile, overlap=ctx.overlap,
-                          batch_size=ctx.batch_size, device=ctx.device, amp=ctx.amp)
-            for im in images
-        ])
-    finally:
-        model.train(was_training)
+    fast = inference_copy(model, ctx.device)  # the training model itself stays as it is
+    return np.stack([
+        predict_slice(fast, np.asarray(im, np.float32), tile=ctx.tile, overlap=ctx.overlap,
+                      batch_size=ctx.batch_size, device=ctx.device, amp=ctx.amp)
+        for im in images
+    ])
 
 
 def image_grid(image: np.ndarray, prob: np.ndarray, mask: np.ndarray | None = None,
@@ -129,3 +126,35 @@ def fixed_slice_sample(volume: UnlabeledVolume, n: int, seed: int) -> np.ndarray
     depth = volume.shape[0]
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(depth, size=min(n, depth), replace=False))
+
+
+@dataclass(frozen=True, eq=False)
+class CropSample:
+    """Fixed crops of fixed z-slices: ``image[z, y:y + height, x:x + width]`` for each z."""
+
+    slices: np.ndarray
+    offsets: list[tuple[int, int]]
+    height: int
+    width: int
+
+    def read(self, image: np.ndarray) -> np.ndarray:
+        """The crops stacked as (n, height, width) float32."""
+        return np.stack([np.asarray(image[z, y:y + self.height, x:x + self.width], np.float32)
+                         for z, (y, x) in zip(self.slices, self.offsets)])
+
+
+def fixed_crop_sample(volume: UnlabeledVolume, n: int, crop: int, seed: int) -> CropSample:
+    """A fixed, seeded crop of at most ``crop`` x ``crop`` pixels from each of ``n`` slices.
+
+    Scoring crops keeps an evaluation's cost independent of the slice size (a
+    2000x2000 target costs what a 512x512 one does). Slices no larger than the
+    crop are used whole, with the same slices as :func:`fixed_slice_sample`, so
+    small targets are monitored exactly as before; ``crop <= 0`` means whole slices.
+    """
+    slices = fixed_slice_sample(volume, n, seed)
+    _, rows, cols = volume.shape
+    height, width = (rows, cols) if crop <= 0 else (min(crop, rows), min(crop, cols))
+    rng = np.random.default_rng([seed, 1])  # its own stream: the slice choice stays as it was
+    offsets = [(int(rng.integers(0, rows - height + 1)), int(rng.integers(0, cols - width + 1)))
+               for _ in slices]
+    return CropSample(slices, offsets, height, width)

@@ -2,8 +2,9 @@
 
 One monitor predicts a fixed, seeded sample of target slices (by default from
 ``target_train``; the reference paper monitors the target *test* images,
-transductively, which ``selection.target_split`` allows) and scores the
-predictions without labels:
+transductively, which ``selection.target_split`` allows), cropped to at most
+``selection.target_crop`` pixels a side so large slices cost no more than small
+ones, and scores the predictions without labels:
 
 - ``morph_paper`` (min): |mean solidity of predicted objects - source mean|,
   the criterion of Franco-Barranco et al. 2022;
@@ -29,7 +30,7 @@ from domadapt.training.monitors import (
     EvalContext,
     Monitor,
     MonitorResult,
-    fixed_slice_sample,
+    fixed_crop_sample,
     image_grid,
     predict_stack,
 )
@@ -70,14 +71,14 @@ class TargetCriteriaMonitor(Monitor):
     name = "target_criteria"
 
     def __init__(self, volume: UnlabeledVolume, priors: list, n_slices: int = 8, seed: int = 0,
-                 threshold: float = 0.5) -> None:
+                 threshold: float = 0.5, crop: int = 0) -> None:
         self.volume, self.priors, self.threshold = volume, priors, threshold
-        self.slices = fixed_slice_sample(volume, n_slices, seed)
+        self.sample = fixed_crop_sample(volume, n_slices, crop, seed)
         self.directions = {p.name: p.direction for p in priors}
         self.directions.update(target_entropy="min", target_im="min", target_consistency="max")
 
     def evaluate(self, ctx: EvalContext) -> MonitorResult:
-        images = np.asarray(self.volume.image[self.slices], np.float32)
+        images = self.sample.read(self.volume.image)
         prob = predict_stack(ctx, images)
         flipped = predict_stack(ctx, np.ascontiguousarray(images[:, ::-1, ::-1]))[:, ::-1, ::-1]
         binary = (prob >= self.threshold).astype(np.uint8)

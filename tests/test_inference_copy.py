@@ -1,0 +1,36 @@
+"""The prediction-only copy of a network: same outputs, faster layout, original untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from domadapt.models.inference_copy import inference_copy, prepare_input
+from domadapt.models.unet import build_unet
+
+
+@pytest.mark.parametrize("arch", ["unet", "attention_unet"])
+def test_copy_predicts_what_the_original_predicts_and_leaves_it_alone(arch):
+    torch.manual_seed(0)
+    net = build_unet(arch, 8, 3, "batch")
+    net.train()
+    for _ in range(3):  # running statistics away from their initial values
+        net(torch.randn(4, 1, 64, 64))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fast = inference_copy(net, "cpu")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        expected = net.eval()(x)
+        got = fast(prepare_input(fast, x))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+
+
+def test_other_norms_are_kept():
+    net = build_unet("unet", 8, 2, "group")
+    fast = inference_copy(net, "cpu")
+    assert sum(isinstance(m, nn.GroupNorm) for m in fast.modules()) == sum(
+        isinstance(m, nn.GroupNorm) for m in net.modules())

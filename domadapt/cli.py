@@ -56,6 +56,8 @@ def cli() -> None:
 @click.option("--seed", type=int, help="Seed for sampling and initialisation.")
 @click.option("--out", help="Root folder of run folders (default: runs).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device.")
+@click.option("--threads", type=int, help="CPU threads (= --set train.threads=N; default: the "
+              "usable cores minus busy ones).")
 @click.option("--data-root", help="Folder holding the datasets (default: $DOMADAPT_DATA).")
 @click.option("--source-voxel-size", help="z,y,x in nm, for a source given as a path.")
 @click.option("--target-voxel-size", help="z,y,x in nm, for a target given as a path.")
@@ -67,8 +69,8 @@ def cli() -> None:
 @click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run folder first.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def run(source, target, method, profile, config_file, overrides, seed, out, device, data_root,
-        source_voxel_size, target_voxel_size, source_mask, target_mask, pretrain, resume,
+def run(source, target, method, profile, config_file, overrides, seed, out, device, threads,
+        data_root, source_voxel_size, target_voxel_size, source_mask, target_mask, pretrain, resume,
         overwrite, quiet) -> None:
     """Train on SOURCE, adapt to TARGET, choose a checkpoint label-free, score it."""
     from domadapt.config import build_config
@@ -76,7 +78,8 @@ def run(source, target, method, profile, config_file, overrides, seed, out, devi
     from domadapt.pipeline import run_dir_for
 
     flags = {"source": source, "target": target, "seed": seed, "out": out,
-             "train": {"device": device} if device else {},
+             "train": {k: v for k, v in {"device": device, "threads": threads}.items()
+                       if v is not None},
              "data": {k: v for k, v in {
                  "data_root": data_root,
                  "source_voxel_size": _voxel_size(source_voxel_size),

@@ -92,7 +92,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     amp: bool = True  # mixed precision, used on CUDA only
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    threads: int = 0  # torch CPU threads; 0: the usable cores minus busy ones (domadapt/threads.py)
     image_every: int = 1  # log image grids every N evaluations; 0 disables
 
 
@@ -122,6 +122,9 @@ class InferenceConfig:
     batch_size: int = 8
     threshold: float = 0.5
     save_probabilities: bool = True  # also write the uint8 probability tif
+    # Predict (evaluations and volumes) in bfloat16 on CPUs with AMX or AVX512-BF16, about
+    # 3x faster with probabilities within 1/255 of float32; other CPUs always use float32.
+    cpu_bf16: bool = True
 
 
 @dataclass

@@ -31,7 +31,7 @@ import torch
 from domadapt.data.transforms import intensity_stats, normalize, resample_image, scale_factor
 from domadapt.data.volume import check_finite, check_voxel_size
 from domadapt.errors import NO_SPACE_ERRNOS, ConfigError, DataError, write_failure
-from domadapt.models.inference_copy import inference_copy, prepare_input
+from domadapt.models.inference_copy import autocast_for, inference_copy, prepare_input
 
 #: Tile side length must be a multiple of this (a U-Net with four 2x poolings).
 TILE_MULTIPLE = 16
@@ -154,6 +154,7 @@ def predict_volume(
     amp: bool = False,
     progress: bool = False,
     name: str = "input",
+    cpu_bf16: bool = False,
 ) -> Iterator[np.ndarray]:
     """Yield float32 probability maps, one per z-slice, on the input's original (Y, X) grid.
 
@@ -166,7 +167,9 @@ def predict_volume(
     of the volume (a subsample, cheap on memmaps); pass the statistics used in
     training to reproduce validation exactly. The model is moved to ``device``
     (in place, as ``Module.to`` does) and run in eval mode; its previous
-    train/eval mode is restored afterwards. NaN or infinite voxels raise
+    train/eval mode is restored afterwards; it predicts through an
+    :func:`~domadapt.models.inference_copy.inference_copy` (``cpu_bf16``: bfloat16
+    on CPUs that compute it natively). NaN or infinite voxels raise
     DataError naming ``name``: up front when the volume's own statistics
     reveal them, otherwise when their slice is reached.
     """
@@ -183,7 +186,7 @@ def predict_volume(
     model.to(device)
     # Validation above runs eagerly; the slices are produced lazily below.
     return _iter_slices(model, stack, stats, factor, progress,
-                        (tile, overlap, batch_size, device, amp), name)
+                        (tile, overlap, batch_size, device, amp), name, cpu_bf16)
 
 
 def _volume_stats(stack: Any, name: str) -> dict:
@@ -200,10 +203,11 @@ def _volume_stats(stack: Any, name: str) -> dict:
 
 
 def _iter_slices(model: torch.nn.Module, stack: Any, stats: dict, factor: float,
-                 progress: bool, slice_args: tuple, name: str) -> Iterator[np.ndarray]:
+                 progress: bool, slice_args: tuple, name: str,
+                 cpu_bf16: bool) -> Iterator[np.ndarray]:
     """The generator behind :func:`predict_volume` (one slice read and held at a time)."""
     with _eval_mode(model):
-        fast = inference_copy(model, slice_args[3])
+        fast = inference_copy(model, slice_args[3], cpu_bf16)
         for z in _progress(range(stack.shape[0]), progress):
             slice_yx = np.asarray(stack[z])
             check_finite(slice_yx, name, z_offset=z)
@@ -296,9 +300,7 @@ def _run_model(model: torch.nn.Module, batch: np.ndarray, device: str | torch.de
     """Sigmoid probabilities (B, tile, tile) float32 of a (B, tile, tile) batch of tiles."""
     device = torch.device(device)
     tensor = prepare_input(model, torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(device))
-    autocast = (torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda"
-                else contextlib.nullcontext())
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast_for(model, device, amp):
         logits = model(tensor)
     return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
 

@@ -28,6 +28,7 @@ from domadapt.metrics import segmentation_scores
 from domadapt.run_lock import LOCK_NAME, run_folder_lock
 from domadapt.strategies import get_strategy
 from domadapt.strategies.base import Domains, FitResult, StrategyContext
+from domadapt.threads import resolve_threads
 from domadapt.timing import PhaseTimer
 from domadapt.training.distributed import DistInfo, barrier, init_from_env, shutdown
 from domadapt.training.trainer import Trainer
@@ -123,8 +124,8 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     """Train, choose a checkpoint label-free, predict the target test volume, score it."""
     start = time.perf_counter()
     device = resolve_device(cfg.train.device)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+    if device.type == "cpu" or cfg.train.threads > 0:
+        torch.set_num_threads(resolve_threads(cfg.train.threads))
     dist = init_from_env(device.type)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
@@ -157,7 +158,8 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
     domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, resume=resume,
                       extra=checkpoint_extra(cfg, data), progress=progress, dist=dist,
-                      tile=cfg.inference.tile, overlap=cfg.inference.overlap, timer=timer)
+                      tile=cfg.inference.tile, overlap=cfg.inference.overlap, timer=timer,
+                      cpu_bf16=cfg.inference.cpu_bf16)
     try:
         if cfg.pretrain.dataset and not cfg.pretrain.weights:
             cfg = _pretrain(cfg, trainer, run_dir, dist)
@@ -228,6 +230,7 @@ def _predict_target_test(cfg: RunConfig, fit: FitResult, test: TargetTest, run_d
         norm_stats=test.stats,
         tile=inf.tile, overlap=inf.overlap, batch_size=inf.batch_size, device=device,
         amp=cfg.train.amp and device.type == "cuda", progress=progress,
+        cpu_bf16=inf.cpu_bf16,
     )
 
 

@@ -46,7 +46,7 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | P
     px = float(payload["pixel_size_nm"])
     image = lazy_image(input_path, key=key)
     inference = payload.get("config", {}).get("inference", {})  # tile as in training's monitors
-    tiling = {k: inference[k] for k in ("tile", "overlap") if k in inference}
+    tiling = {k: inference[k] for k in ("tile", "overlap", "cpu_bf16") if k in inference}
     return predict_to_tif(net, image, output, binary=binary, threshold=threshold, **tiling,
                           voxel_size_nm=tuple(voxel_size) if voxel_size else (px, px, px),
                           model_pixel_nm=px, device=dev, amp=dev.type == "cuda",

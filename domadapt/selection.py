@@ -158,7 +158,7 @@ def score_checkpoints(history: RunHistory, max_slices: int = 40, progress: bool 
         net = _checkpoint_model(history, record["step"], reused)
         prob = predict_to_array(net, image, voxel_size_nm=test.voxel_size_nm,
                                 model_pixel_nm=cfg.data.pixel_size_nm, tile=cfg.inference.tile,
-                                overlap=cfg.inference.overlap)
+                                overlap=cfg.inference.overlap, cpu_bf16=cfg.inference.cpu_bf16)
         s = segmentation_scores(prob, labels, cfg.inference.threshold)
         scores[record["step"]] = {"target_iou": s["iou"], "target_iou_slice_mean": s["iou_slice_mean"]}
     cache.write_text(json.dumps(scores, indent=1))

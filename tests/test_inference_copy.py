@@ -34,3 +34,20 @@ def test_other_norms_are_kept():
     fast = inference_copy(net, "cpu")
     assert sum(isinstance(m, nn.GroupNorm) for m in fast.modules()) == sum(
         isinstance(m, nn.GroupNorm) for m in net.modules())
+
+
+def test_bfloat16_is_used_only_where_the_cpu_computes_it_and_stays_within_1_in_255():
+    from domadapt.inference import predict_slice
+    from domadapt.models.inference_copy import native_cpu_bf16
+
+    torch.manual_seed(0)
+    net = build_unet("unet", 8, 3, "batch")
+    for _ in range(3):
+        net(torch.randn(4, 1, 64, 64))
+    fast = inference_copy(net, "cpu", cpu_bf16=True)
+    assert fast.cpu_bf16 == native_cpu_bf16()
+    assert inference_copy(net, "cpu", cpu_bf16=False).cpu_bf16 is False
+    image = torch.rand(150, 170).numpy()
+    exact = predict_slice(inference_copy(net, "cpu"), image, tile=64, overlap=16)
+    quick = predict_slice(fast, image, tile=64, overlap=16)
+    assert abs(quick - exact).max() <= 1 / 255

@@ -13,7 +13,7 @@ keeps resident while they are read; those are page cache and reclaimable),
 
 Usage::
 
-    python tools/bench_inference_memory.py --shape 8 2048 2048
+    python tools/bench_inference_memory.py --shape 8 2048 2048 [--cpu-bf16]
     python tools/bench_inference_memory.py --shape 200 2048 2048 --model pointwise
 
 ``bench_tiled_inference`` can also be imported (e.g. by tools/bench_throughput.py).
@@ -136,6 +136,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", action="store_true")
+    parser.add_argument("--cpu-bf16", action="store_true",
+                        help="bfloat16 on a CPU with AMX/AVX512-BF16 (the package default)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--tmpdir", default=None)
     args = parser.parse_args()
@@ -145,9 +147,9 @@ def main() -> None:
              else torch.nn.Conv2d(1, 1, 1))
     result = bench_tiled_inference(model, tuple(args.shape), args.tmpdir, tile=args.tile,
                                    overlap=args.overlap, batch_size=args.batch_size,
-                                   device=args.device, amp=args.amp)
+                                   device=args.device, amp=args.amp, cpu_bf16=args.cpu_bf16)
     result.update(model=args.model, width=args.width, depth=args.depth, tile=args.tile, overlap=args.overlap,
-                  device=args.device, torch_threads=torch.get_num_threads())
+                  device=args.device, torch_threads=torch.get_num_threads(), cpu_bf16=args.cpu_bf16)
     print(json.dumps(result, indent=2))
 
 

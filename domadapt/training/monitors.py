@@ -41,6 +41,7 @@ class EvalContext:
     tile: int = 256
     overlap: int = 32
     batch_size: int = 8
+    cpu_bf16: bool = False  # predict in bfloat16 on CPUs that compute it natively
 
 
 @dataclass
@@ -64,7 +65,7 @@ def predict_stack(ctx: EvalContext, images: np.ndarray) -> np.ndarray:
     model = ctx.predictor
     if model is None:
         raise ValueError("This monitor needs a segmentation predictor in the stage.")
-    fast = inference_copy(model, ctx.device)  # the training model itself stays as it is
+    fast = inference_copy(model, ctx.device, ctx.cpu_bf16)  # the training model stays as it is
     return np.stack([
         predict_slice(fast, np.asarray(im, np.float32), tile=ctx.tile, overlap=ctx.overlap,
                       batch_size=ctx.batch_size, device=ctx.device, amp=ctx.amp)

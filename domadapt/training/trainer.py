@@ -97,8 +97,10 @@ class Trainer:
     def __init__(self, run_dir: Path, device: torch.device, seed: int, *, amp: bool = True,
                  resume: bool = False, extra: dict | None = None, progress: bool = True,
                  dist: DistInfo | None = None, tile: int = 256, overlap: int = 32,
-                 keep_checkpoints: bool = True, timer: PhaseTimer | None = None) -> None:
+                 keep_checkpoints: bool = True, timer: PhaseTimer | None = None,
+                 cpu_bf16: bool = False) -> None:
         self.run_dir, self.device, self.seed = Path(run_dir), device, seed
+        self.cpu_bf16 = cpu_bf16
         self.timer = timer or PhaseTimer()
         self.amp = amp and device.type == "cuda"
         self.resume, self.extra, self.progress = resume, extra or {}, progress
@@ -218,7 +220,7 @@ class Trainer:
         want_images = stage.image_every > 0 and n_evals % stage.image_every == 0
         predictor = stage.modules.get(stage.predictor) if stage.predictor else None
         ctx = EvalContext(stage.modules, predictor, self.device, self.amp, step, want_images,
-                          self.tile, self.overlap)
+                          self.tile, self.overlap, cpu_bf16=self.cpu_bf16)
         record: dict = {"step": step, "epoch": math.ceil(step / stage.eval_every)}
         images: dict = {}
         with torch.no_grad():

@@ -117,15 +117,18 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
 @click.option("--binary", is_flag=True, help="Write 0/255 masks instead of probabilities.")
 @click.option("--threshold", type=float, default=0.5, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--bf16", is_flag=True, default=None,
+              help="bfloat16 on a CPU with AMX/AVX512-BF16: ~3x faster, a few voxels per 100 000 "
+                   "off by more than 1/255 (default: the checkpoint's inference.cpu_bf16).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def predict(checkpoint, input_path, output, voxel_size, key, binary, threshold, device,
+def predict(checkpoint, input_path, output, voxel_size, key, binary, threshold, device, bf16,
             quiet) -> None:
     """Segment a volume with a checkpoint (tiled, bounded memory)."""
     from domadapt.predict import predict_file
 
     out = predict_file(checkpoint, input_path, output, voxel_size=_voxel_size(voxel_size),
                        key=key, binary=binary, threshold=threshold, device=device,
-                       progress=not quiet)
+                       progress=not quiet, cpu_bf16=bf16)
     click.echo(f"wrote {out}")
 
 

@@ -90,7 +90,11 @@ class TrainConfig:
     log_every: int = 10
     patience: int = 0  # evaluations without improvement before stopping; 0 disables
     grad_clip: float = 1.0  # max gradient norm; 0 disables
-    amp: bool = True  # mixed precision, used on CUDA only
+    amp: bool = True  # mixed precision (float16), used on CUDA only
+    # On the CPU: bfloat16 autocast where the CPU computes it natively (AMX/AVX512-BF16), and
+    # channels-last tensors, which oneDNN's convolutions prefer (docs/results/performance.md).
+    cpu_bf16: bool = False
+    channels_last: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch CPU threads; 0: the usable cores minus busy ones (domadapt/threads.py)
     image_every: int = 1  # log image grids every N evaluations; 0 disables
@@ -122,9 +126,9 @@ class InferenceConfig:
     batch_size: int = 8
     threshold: float = 0.5
     save_probabilities: bool = True  # also write the uint8 probability tif
-    # Predict (evaluations and volumes) in bfloat16 on CPUs with AMX or AVX512-BF16, about
-    # 3x faster with probabilities within 1/255 of float32; other CPUs always use float32.
-    cpu_bf16: bool = True
+    # Predict (evaluations and volumes) in bfloat16 on CPUs with AMX or AVX512-BF16: 3x faster,
+    # but 0.006 % of voxels differ from float32 by more than 1/255; other CPUs use float32.
+    cpu_bf16: bool = False
 
 
 @dataclass

@@ -159,7 +159,8 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, resume=resume,
                       extra=checkpoint_extra(cfg, data), progress=progress, dist=dist,
                       tile=cfg.inference.tile, overlap=cfg.inference.overlap, timer=timer,
-                      cpu_bf16=cfg.inference.cpu_bf16)
+                      cpu_bf16=cfg.inference.cpu_bf16, train_cpu_bf16=cfg.train.cpu_bf16,
+                      channels_last=cfg.train.channels_last)
     try:
         if cfg.pretrain.dataset and not cfg.pretrain.weights:
             cfg = _pretrain(cfg, trainer, run_dir, dist)

@@ -35,7 +35,7 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
 def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | Path, *,
                  voxel_size: list[float] | None = None, key: str | None = None,
                  binary: bool = False, threshold: float = 0.5, device: str = "auto",
-                 progress: bool = True) -> Path:
+                 progress: bool = True, cpu_bf16: bool | None = None) -> Path:
     """Predict ``input_path`` and write a uint8 tif; the input's voxel size defaults to
     the model's pixel size (no resampling)."""
     from domadapt.pipeline import resolve_device
@@ -47,6 +47,8 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | P
     image = lazy_image(input_path, key=key)
     inference = payload.get("config", {}).get("inference", {})  # tile as in training's monitors
     tiling = {k: inference[k] for k in ("tile", "overlap", "cpu_bf16") if k in inference}
+    if cpu_bf16 is not None:
+        tiling["cpu_bf16"] = cpu_bf16
     return predict_to_tif(net, image, output, binary=binary, threshold=threshold, **tiling,
                           voxel_size_nm=tuple(voxel_size) if voxel_size else (px, px, px),
                           model_pixel_nm=px, device=dev, amp=dev.type == "cuda",

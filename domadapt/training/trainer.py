@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from domadapt.errors import TrainingError
+from domadapt.models.inference_copy import native_cpu_bf16
 from domadapt.timing import PhaseTimer
 from domadapt.training import checkpoint as ckpt
 from domadapt.training.distributed import (
@@ -98,9 +99,13 @@ class Trainer:
                  resume: bool = False, extra: dict | None = None, progress: bool = True,
                  dist: DistInfo | None = None, tile: int = 256, overlap: int = 32,
                  keep_checkpoints: bool = True, timer: PhaseTimer | None = None,
-                 cpu_bf16: bool = False) -> None:
+                 cpu_bf16: bool = False, train_cpu_bf16: bool = False,
+                 channels_last: bool = False) -> None:
         self.run_dir, self.device, self.seed = Path(run_dir), device, seed
         self.cpu_bf16 = cpu_bf16
+        on_cpu = device.type == "cpu"
+        self.train_bf16 = train_cpu_bf16 and on_cpu and native_cpu_bf16()
+        self.channels_last = channels_last and on_cpu
         self.timer = timer or PhaseTimer()
         self.amp = amp and device.type == "cuda"
         self.resume, self.extra, self.progress = resume, extra or {}, progress
@@ -113,6 +118,8 @@ class Trainer:
         state = _LoopState(stage, self.run_dir / "checkpoints" / stage.name)
         for module in stage.modules.values():
             module.to(self.device)
+            if self.channels_last:
+                module.to(memory_format=torch.channels_last)
         _move_optimizer_state(stage.optimizers, self.device)
         generator = torch.Generator().manual_seed(self.seed * 7919 + self.dist.rank)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -141,8 +148,7 @@ class Trainer:
         t0 = time.perf_counter()
         while state.step < stage.steps and not state.stopped_early:
             with self.timer.phase(f"{stage.name}/train"):
-                batch = {k: v.to(self.device, non_blocking=True)
-                         for k, v in stage.batches(generator).items()}
+                batch = {k: self._on_device(v) for k, v in stage.batches(generator).items()}
                 if stage.transform is not None:
                     batch = stage.transform(batch, generator)
                 parts = self._step(stage, wrapped, batch, generator, scaler, state.step)
@@ -169,7 +175,7 @@ class Trainer:
         for objective in stage.objectives:
             optimizer = stage.optimizers[objective.optimizer]
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, enabled=self.amp):
+            with self._autocast():
                 loss, parts = objective.loss(wrapped, batch, scratch)
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -190,6 +196,18 @@ class Trainer:
             scheduler.step()
         logged["loss"] = total
         return logged
+
+    def _on_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(self.device, non_blocking=True)
+        if self.channels_last and tensor.dim() == 4:
+            return tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+    def _autocast(self):
+        """float16 on CUDA with AMP; bfloat16 on a CPU that computes it natively, when asked."""
+        if self.train_bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, enabled=self.amp)
 
     # ------------------------------------------------------------------ evaluation
     def _last_good(self, stage_name: str) -> str:

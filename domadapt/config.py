@@ -430,10 +430,13 @@ def config_from_plain(data: dict[str, Any]) -> RunConfig:
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two plain-dict configurations."""
-    keys = sorted(set(old) | set(new), key=str)
+    """Dotted keys of ``old`` whose values differ in ``new``.
+
+    Keys only ``new`` has are settings added by a later version of the package,
+    whose defaults keep the earlier behaviour, so a run written before them compares equal.
+    """
     out: list[str] = []
-    for key in keys:
+    for key in sorted(old, key=str):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_differences(a, b, f"{prefix}{key}.")

@@ -335,3 +335,16 @@ def test_an_h5_with_two_datasets_names_the_way_for_run(monkeypatch, capsys, tmp_
                            "--target", str(tmp_path / "two.h5"), "--target-voxel-size", "10,10,10")
     assert "dataset YAML" in one_error(code, err)
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_accepts_a_run_written_before_newer_settings_existed(monkeypatch, capsys, tmp_path):
+    import yaml
+
+    args = [*SMOKE, "--out", str(tmp_path), "--set", "train.steps=10"]
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    config = next(tmp_path.rglob("config.yaml"))
+    older = yaml.safe_load(config.read_text())
+    del older["selection"]["target_crop"], older["train"]["cpu_bf16"]
+    config.write_text(yaml.safe_dump(older, sort_keys=False))
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--resume")
+    assert code == 0, err

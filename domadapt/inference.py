@@ -18,7 +18,6 @@ multiple of 16, so any U-Net with four poolings accepts them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -166,8 +165,8 @@ def predict_volume(
     ``norm_stats`` defaults to :func:`~domadapt.data.transforms.intensity_stats`
     of the volume (a subsample, cheap on memmaps); pass the statistics used in
     training to reproduce validation exactly. The model is moved to ``device``
-    (in place, as ``Module.to`` does) and run in eval mode; its previous
-    train/eval mode is restored afterwards; it predicts through an
+    (in place, as ``Module.to`` does) but otherwise left as it is (its train/eval
+    mode included): prediction runs on an eval-mode
     :func:`~domadapt.models.inference_copy.inference_copy` (``cpu_bf16``: bfloat16
     on CPUs that compute it natively). NaN or infinite voxels raise
     DataError naming ``name``: up front when the volume's own statistics
@@ -206,15 +205,14 @@ def _iter_slices(model: torch.nn.Module, stack: Any, stats: dict, factor: float,
                  progress: bool, slice_args: tuple, name: str,
                  cpu_bf16: bool) -> Iterator[np.ndarray]:
     """The generator behind :func:`predict_volume` (one slice read and held at a time)."""
-    with _eval_mode(model):
-        fast = inference_copy(model, slice_args[3], cpu_bf16)
-        for z in _progress(range(stack.shape[0]), progress):
-            slice_yx = np.asarray(stack[z])
-            check_finite(slice_yx, name, z_offset=z)
-            model_input = resample_image(normalize(slice_yx, stats)[None], factor)[0]
-            prob = predict_slice(fast, model_input, *slice_args)
-            back = resample_image(prob[None], 1.0 / factor, size=slice_yx.shape)[0]
-            yield np.clip(back, 0.0, 1.0, out=back)
+    fast = inference_copy(model, slice_args[3], cpu_bf16)  # an eval-mode copy: model untouched
+    for z in _progress(range(stack.shape[0]), progress):
+        slice_yx = np.asarray(stack[z])
+        check_finite(slice_yx, name, z_offset=z)
+        model_input = resample_image(normalize(slice_yx, stats)[None], factor)[0]
+        prob = predict_slice(fast, model_input, *slice_args)
+        back = resample_image(prob[None], 1.0 / factor, size=slice_yx.shape)[0]
+        yield np.clip(back, 0.0, 1.0, out=back)
 
 
 def predict_to_array(model: torch.nn.Module, image: Any, **kwargs: Any) -> np.ndarray:
@@ -262,7 +260,7 @@ def predict_to_tif(
                          metadata={"axes": "ZYX"})
         os.replace(partial, out_path)
     except BaseException as exc:
-        probs.close()  # restores the model's mode now, not at garbage collection
+        probs.close()  # stops the generator now, not at garbage collection
         partial.unlink(missing_ok=True)
         if isinstance(exc, OSError) and (exc.errno in NO_SPACE_ERRNOS or exc.errno is None):
             raise write_failure(out_path, exc) from None  # tifffile: "N requested and M written"
@@ -303,17 +301,6 @@ def _run_model(model: torch.nn.Module, batch: np.ndarray, device: str | torch.de
     with torch.inference_mode(), autocast_for(model, device, amp):
         logits = model(tensor)
     return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
-
-
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Run the block with the model in eval mode, restoring its previous mode after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _progress(items: range, enabled: bool) -> Any:

@@ -45,11 +45,11 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | P
     dev = resolve_device(device)
     px = float(payload["pixel_size_nm"])
     image = lazy_image(input_path, key=key)
-    inference = payload.get("config", {}).get("inference", {})  # tile as in training's monitors
-    tiling = {k: inference[k] for k in ("tile", "overlap", "cpu_bf16") if k in inference}
+    inference = payload.get("config", {}).get("inference", {})  # as in training's monitors
+    settings = {k: inference[k] for k in ("tile", "overlap", "cpu_bf16") if k in inference}
     if cpu_bf16 is not None:
-        tiling["cpu_bf16"] = cpu_bf16
-    return predict_to_tif(net, image, output, binary=binary, threshold=threshold, **tiling,
+        settings["cpu_bf16"] = cpu_bf16
+    return predict_to_tif(net, image, output, binary=binary, threshold=threshold, **settings,
                           voxel_size_nm=tuple(voxel_size) if voxel_size else (px, px, px),
                           model_pixel_nm=px, device=dev, amp=dev.type == "cuda",
                           progress=progress, name=Path(input_path).name)

@@ -11,8 +11,10 @@ baseline run of the pair) and ``oracle`` (a baseline trained on the target's
 own training labels, i.e. the run ``<target>-to-<target>``: an upper bound).
 
 Runs execute in two phases: reference and non-dependent methods first, then
-``style_transfer`` runs, which (by default) reuse the pair's source-only
-segmenter through ``style.segmenter_from`` instead of training another one.
+the methods that (by default) start from the pair's source-only segmenter
+instead of training another one: each strategy names the config key that takes
+the finished run (``reuse_key``: ``style.segmenter_from``,
+``self_training.segmenter_from``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class BenchmarkConfig:
     overrides: list[str] = field(default_factory=list)  # --set items applied to every run
     oracle: bool = True
     source_only: bool = True
-    reuse_baseline: bool = True  # style_transfer (target_to_source) reuses the pair's baseline
+    reuse_baseline: bool = True  # methods with a reuse_key start from the pair's baseline run
     published: str | None = "published.yaml"  # in configs/benchmarks/ unless a path
     montage_slice: float = 0.5  # relative z of the target test slice shown in the montages
     regret: bool = False  # also score every checkpoint on target labels (selection regret table)
@@ -102,7 +104,7 @@ def load_benchmark_config(path: str | Path | None = None, **flags) -> BenchmarkC
 
 
 def grid(bc: BenchmarkConfig) -> list[list[RunSpec]]:
-    """The runs, in dependency phases: [reference + independent methods, style_transfer]."""
+    """The runs, in dependency phases: [reference + independent methods, methods reusing those]."""
     first: list[RunSpec] = []
     second: list[RunSpec] = []
     pairs = [(s, t) for s in bc.datasets for t in bc.datasets if s != t]
@@ -113,7 +115,7 @@ def grid(bc: BenchmarkConfig) -> list[list[RunSpec]]:
             for method in bc.methods:
                 if method == "baseline":
                     continue  # the source-only reference run
-                (second if _is_style_transfer(method) else first).append(
+                (second if _reuses_baseline(method) else first).append(
                     RunSpec(source, target, method, seed, "method", _dependency(bc, source, target, seed,
                                                                                method)))
         if bc.oracle:
@@ -121,20 +123,24 @@ def grid(bc: BenchmarkConfig) -> list[list[RunSpec]]:
     return [phase for phase in (first, second) if phase]
 
 
-def _is_style_transfer(method: str) -> bool:
+def _reuses_baseline(method: str) -> bool:
+    """Whether the method's strategy can start from a finished source-only run."""
     from domadapt.strategies import get_strategy
 
-    return get_strategy(method).name == "style_transfer"
+    return get_strategy(method).reuse_key is not None
 
 
 def _dependency(bc: BenchmarkConfig, source: str, target: str, seed: int, method: str) -> tuple[str, ...]:
-    if not _is_style_transfer(method) or not bc.reuse_baseline:
+    from domadapt.strategies import get_strategy
+
+    if not _reuses_baseline(method) or not bc.reuse_baseline:
         return ()
+    strategy = get_strategy(method)
     probe = run_config(bc, RunSpec(source, target, method, seed))
-    if probe.style.direction != "target_to_source" or probe.style.segmenter_from:
+    if not strategy.can_reuse(probe):
         return ()
     baseline = run_dir_for(run_config(bc, RunSpec(source, target, "baseline", seed, "source-only")))
-    return (f"style.segmenter_from={baseline}",)
+    return (f"{strategy.reuse_key}={baseline}",)
 
 
 def run_config(bc: BenchmarkConfig, spec: RunSpec, threads: int | None = None):

@@ -25,10 +25,11 @@ from domadapt.errors import ConfigError
 # Method-specific sections live in method_configs.py; re-exported here (redundant aliases).
 from domadapt.method_configs import MultitaskConfig as MultitaskConfig
 from domadapt.method_configs import MultitaskStage as MultitaskStage
+from domadapt.method_configs import SelfTrainingConfig as SelfTrainingConfig
 from domadapt.method_configs import SslConfig as SslConfig
 from domadapt.method_configs import StyleConfig as StyleConfig
 from domadapt.method_configs import validate_multitask as validate_multitask
-from domadapt.method_configs import validate_ssl, validate_style
+from domadapt.method_configs import validate_self_training, validate_ssl, validate_style
 
 
 @dataclass
@@ -164,6 +165,7 @@ class RunConfig:
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
     ssl: SslConfig = field(default_factory=SslConfig)
     style: StyleConfig = field(default_factory=StyleConfig)
+    self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -417,6 +419,7 @@ def validate(cfg: RunConfig) -> None:
     validate_multitask(cfg.multitask)
     validate_ssl(cfg.ssl)
     validate_style(cfg.style)
+    validate_self_training(cfg.self_training)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

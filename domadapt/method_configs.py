@@ -181,3 +181,69 @@ def validate_style(style: StyleConfig) -> None:
     if style.segmenter_from and style.direction != "target_to_source":
         raise ConfigError("Config key 'style.segmenter_from' needs style.direction=target_to_source: "
                           "a source_to_target run must train its segmenter on the harmonized source.")
+
+
+@dataclass
+class StrongView:
+    """The student's view of a target patch (the keys of ``augment``; geometric ones also move
+    the pseudo-label, so it stays aligned pixel for pixel)."""
+
+    flip: bool = True
+    rot90: bool = True
+    brightness: float = 0.2
+    contrast: float = 0.3
+    gamma: float = 0.3
+    noise: float = 0.05
+    blur: float = 1.0
+
+
+@dataclass
+class SelfTrainingConfig:
+    """Mean teacher on unlabeled target patches: confident teacher pixels train the student."""
+
+    # A finished run folder of the same source (e.g. the pair's baseline) whose selected
+    # checkpoint is the starting segmenter; null: a source-only stage is trained first.
+    segmenter_from: str | None = None
+    steps: int | None = None  # self-training steps; null: share * train.steps
+    share: float = 0.5
+    lr: float | None = None  # null: train.lr * lr_factor
+    lr_factor: float = 0.25  # the student starts trained, so it fine-tunes at a lower rate
+    ema_decay: float = 0.99  # teacher = ema_decay * teacher + (1 - ema_decay) * student, per step
+    # A teacher pixel becomes a pseudo-label when max(p, 1 - p) >= threshold (p: foreground
+    # probability on the weak view); the others are ignored by the loss.
+    threshold: float = 0.9
+    unsup_weight: float = 1.0  # weight of the pseudo-label loss after the ramp-up
+    rampup_share: float = 0.2  # share of the steps over which unsup_weight rises from 0 (sigmoid)
+    unlabeled_fraction: float = 0.5  # share of each batch that is unlabeled target patches
+    # Harmonizer applied to target images before teacher and student (and stored in checkpoints).
+    harmonizer: Literal["none", "histogram", "fda"] = "none"
+    fda_beta: float = 0.01
+    # 2.5D: the student's prediction on a section is also trained toward the teacher's confident
+    # pixels of a neighbouring section (z +- 1, same y/x); 0 disables.
+    section_weight: float = 0.0
+    strong: StrongView = field(default_factory=StrongView)
+
+
+def validate_self_training(st: SelfTrainingConfig) -> None:
+    """Ranges of the self_training keys."""
+    checks = (
+        ("steps", st.steps is None or st.steps > 0, "positive"),
+        ("share", st.share > 0, "positive"),
+        ("lr", st.lr is None or st.lr > 0, "positive"),
+        ("lr_factor", st.lr_factor > 0, "positive"),
+        ("ema_decay", 0.0 <= st.ema_decay < 1.0, "in [0, 1)"),
+        ("threshold", 0.5 <= st.threshold < 1.0, "in [0.5, 1)"),
+        ("unsup_weight", st.unsup_weight >= 0, ">= 0"),
+        ("rampup_share", 0.0 <= st.rampup_share <= 1.0, "in [0, 1]"),
+        ("unlabeled_fraction", 0.0 < st.unlabeled_fraction < 1.0, "in (0, 1)"),
+        ("fda_beta", 0.0 <= st.fda_beta < 0.5, "in [0, 0.5)"),
+        ("section_weight", st.section_weight >= 0, ">= 0"),
+    )
+    for key, ok, what in checks:
+        if not ok:
+            raise ConfigError(f"Config key 'self_training.{key}' must be {what}, "
+                              f"got {getattr(st, key)!r}.")
+    for key in ("brightness", "contrast", "gamma", "noise", "blur"):
+        if getattr(st.strong, key) < 0:
+            raise ConfigError(f"Config key 'self_training.strong.{key}' must be >= 0, "
+                              f"got {getattr(st.strong, key)!r}.")

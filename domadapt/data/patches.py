@@ -35,13 +35,16 @@ class PatchSampler:
     ``images`` are float32, already normalised and resampled; ``masks`` (same
     shapes, uint8 {0, 1, IGNORE}) are optional: without them the sampler
     yields unlabeled batches. Volumes are chosen with equal probability, so
-    several sources are balanced regardless of their sizes.
+    several sources are balanced regardless of their sizes. With
+    ``neighbours`` each batch also holds ``neighbour``: the same y/x window one
+    section above or below (the same section in a one-section volume), for
+    losses that ask neighbouring sections to agree.
     """
 
     def __init__(self, images: list[np.ndarray], masks: list[np.ndarray] | None,
                  patch_size: int, batch_size: int, foreground_prob: float = 0.5,
-                 seed: int = 0) -> None:
-        self.patch_size, self.batch_size = patch_size, batch_size
+                 seed: int = 0, neighbours: bool = False) -> None:
+        self.patch_size, self.batch_size, self.neighbours = patch_size, batch_size, neighbours
         self.foreground_prob = foreground_prob if masks is not None else 0.0
         self.images = [torch.from_numpy(_pad_to(np.asarray(im, np.float32), patch_size, None))
                        for im in images]
@@ -75,13 +78,25 @@ class PatchSampler:
         p = self.patch_size
         vols = torch.randint(len(self.images), (self.batch_size,), generator=generator).tolist()
         centred = (torch.rand(self.batch_size, generator=generator) < self.foreground_prob).tolist()
-        images, masks = [], []
+        images, masks, near = [], [], []
         for vol, fg in zip(vols, centred):
             z, y, x = self._corner(vol, fg, generator)
             images.append(self.images[vol][z, y:y + p, x:x + p])
             if self.masks is not None:
                 masks.append(self.masks[vol][z, y:y + p, x:x + p])
+            if self.neighbours:
+                near.append(self.images[vol][self._neighbour(vol, z, generator), y:y + p, x:x + p])
         batch = {"image": torch.stack(images)[:, None]}
         if self.masks is not None:
             batch["mask"] = torch.stack(masks)[:, None]
+        if self.neighbours:
+            batch["neighbour"] = torch.stack(near)[:, None]
         return batch
+
+    def _neighbour(self, vol: int, z: int, g: torch.Generator) -> int:
+        """z - 1 or z + 1 with equal chance, kept inside the volume."""
+        depth = self.images[vol].shape[0]
+        if depth == 1:
+            return z
+        step = 1 if torch.rand(1, generator=g).item() < 0.5 else -1
+        return z + step if 0 <= z + step < depth else z - step

@@ -13,10 +13,11 @@ def strategy_classes() -> dict:
     """
     from domadapt.strategies.baseline import Baseline
     from domadapt.strategies.multitask import Multitask
+    from domadapt.strategies.self_training import SelfTraining
     from domadapt.strategies.ssl import Ssl
     from domadapt.strategies.style_transfer import StyleTransfer
 
-    return {name: cls for cls in (Baseline, Multitask, Ssl, StyleTransfer)
+    return {name: cls for cls in (Baseline, Multitask, SelfTraining, Ssl, StyleTransfer)
             for name in (cls.name, *getattr(cls, "aliases", ()))}
 
 

@@ -68,6 +68,16 @@ class Strategy(ABC):
     """An adaptation method: one file in strategies/ and one YAML in configs/methods/."""
 
     name: str = "strategy"
+    # Config key naming a finished source-only run whose segmenter the method can start from
+    # (the benchmark sets it to the pair's baseline run); None: the method trains its own.
+    reuse_key: str | None = None
+
+    def can_reuse(self, cfg: RunConfig) -> bool:
+        """Whether this configuration would take a reused segmenter (and has none set yet)."""
+        if self.reuse_key is None:
+            return False
+        section, key = self.reuse_key.split(".")
+        return not getattr(getattr(cfg, section), key)
 
     @abstractmethod
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
@@ -238,6 +248,20 @@ def load_modules(path: Path, modules: dict[str, nn.Module], keep: tuple[str, ...
         module.load_state_dict({
             name: current[name] if f"{key}.{name}".startswith(keep) else value
             for name, value in payload["modules"][key].items()})
+
+
+def check_reusable(payload: dict, cfg: RunConfig, run_dir: Path, key: str) -> None:
+    """A finished run's segmenter may start this run only if it saw the same source at the
+    same pixel size (config ``key`` named the run folder)."""
+    trained = payload.get("config", {})
+    if trained.get("source") != cfg.source:
+        raise ConfigError(f"{key}: {run_dir} was trained on source "
+                          f"'{trained.get('source')}', not '{cfg.source}'.")
+    if float(payload.get("pixel_size_nm", -1)) != cfg.data.pixel_size_nm:
+        raise ConfigError(f"{key}: {run_dir} works at {payload.get('pixel_size_nm')} nm, this run "
+                          f"at {cfg.data.pixel_size_nm} nm (data.pixel_size_nm).")
+    if payload.get("model_spec", {}).get("kind") != "unet":
+        raise ConfigError(f"{key}: {run_dir} holds no U-Net segmenter.")
 
 
 def require_metric(metric: str, key: str, stage: str, monitors: list[Monitor]) -> None:

@@ -46,6 +46,7 @@ from domadapt.strategies.base import (
     Strategy,
     StrategyContext,
     build_monitors,
+    check_reusable,
     load_modules,
     new_segmentation_net,
     require_metric,
@@ -78,6 +79,12 @@ class StyleTransfer(Strategy):
     # One harmonizer each (configs/methods/), so a benchmark can compare them side by side.
     aliases = ("style_transfer-fda", "style_transfer-meanstd", "style_transfer-equalize",
                "style_transfer-cut", "style_transfer-cyclegan")
+    reuse_key = "style.segmenter_from"
+
+    def can_reuse(self, cfg: RunConfig) -> bool:
+        """Only a target_to_source harmonizer leaves the source as the baseline saw it."""
+        return (super().can_reuse(cfg) and cfg.style.direction == "target_to_source"
+                and cfg.style.kind != "equalize")
 
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
         cfg = ctx.config
@@ -261,7 +268,7 @@ def reuse_segmenter(run_dir: Path, cfg: RunConfig, adapted: Domains, ctx: Strate
     """
     paths = _segmentation_checkpoints(run_dir)
     first = load_checkpoint(paths[0])
-    _check_compatible(first, cfg, run_dir)
+    check_reusable(first, cfg, run_dir, "style.segmenter_from")
     spec = first["model_spec"]
     net = build_unet(spec["arch"], spec["width"], spec["depth"], spec["norm"]).to(ctx.device)
     monitors = build_monitors(cfg, adapted)
@@ -291,19 +298,6 @@ def _segmentation_checkpoints(run_dir: Path) -> list[Path]:
                              "checkpoints (checkpoints/segmentation/step-*.pt); give a finished "
                              "baseline or style_transfer run folder.")
     return paths
-
-
-def _check_compatible(payload: dict, cfg: RunConfig, run_dir: Path) -> None:
-    trained = payload.get("config", {})
-    if trained.get("source") != cfg.source:
-        raise ConfigError(f"style.segmenter_from: {run_dir} was trained on source "
-                          f"'{trained.get('source')}', not '{cfg.source}'.")
-    if float(payload.get("pixel_size_nm", -1)) != cfg.data.pixel_size_nm:
-        raise ConfigError(f"style.segmenter_from: {run_dir} works at "
-                          f"{payload.get('pixel_size_nm')} nm, this run at "
-                          f"{cfg.data.pixel_size_nm} nm (data.pixel_size_nm).")
-    if payload.get("model_spec", {}).get("kind") != "unet":
-        raise ConfigError(f"style.segmenter_from: {run_dir} holds no U-Net segmenter.")
 
 
 def _adopt(path: Path, pick: dict, history: list[dict], criterion: str, direction: str,

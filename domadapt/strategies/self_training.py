@@ -1,0 +1,256 @@
+"""Self-training: a mean teacher turns its confident target predictions into labels.
+
+The student starts from a source-only segmenter (``self_training.segmenter_from``,
+a finished run of the same source, or a source-only stage trained first) and
+then learns, at every step, from a labeled source batch and an unlabeled
+target batch. The teacher, an exponential moving average of the student,
+predicts the target patches as they are (the weak view); its confident pixels
+(``max(p, 1 - p) >= threshold``) become pseudo-labels, and the student is
+trained on a strong view of the same patches: flips and 90-degree turns
+(applied to the pseudo-labels as well, so they stay aligned pixel for pixel)
+plus brightness, contrast, gamma, blur and noise. The pseudo-label loss is the
+run's segmentation loss, weighted by ``unsup_weight`` after a sigmoid ramp-up.
+
+Variants (configs/methods/self_training-*.yaml):
+
+- ``harmonizer: histogram | fda``: target images are harmonized toward the
+  source before teacher and student see them; the harmonizer is stored in
+  every checkpoint, so ``domadapt predict`` applies it too.
+- ``section_weight > 0`` (2.5D): the student's prediction on a target section
+  is also trained toward the teacher's confident pixels on a neighbouring
+  section (z +- 1, same y/x window), with no alignment step: serial EM sections
+  are registered, and a mitochondrion crosses several of them, so the
+  neighbour's labels are right almost everywhere but at object borders.
+
+The strategy receives the target as an UnlabeledVolume and reads no target
+label; the checkpoint (the teacher's weights) is chosen by ``selection.criterion``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from domadapt.config import RunConfig
+from domadapt.data import harmonize
+from domadapt.data.augment import augment_batch
+from domadapt.data.patches import PatchSampler
+from domadapt.errors import ConfigError, RunFolderError
+from domadapt.models.unet import build_unet
+from domadapt.strategies.base import (
+    Domains,
+    FitResult,
+    Strategy,
+    StrategyContext,
+    build_monitors,
+    check_reusable,
+    new_segmentation_net,
+    require_metric,
+    segmentation_stage,
+    select,
+    source_sampler,
+    train_settings,
+)
+from domadapt.strategies.style_transfer import fixed_patches, harmonize_image, harmonizer_spec
+from domadapt.training.checkpoint import load_checkpoint
+from domadapt.training.losses import segmentation_loss
+from domadapt.training.mean_teacher import (
+    ema_update,
+    label_stats,
+    pseudo_labels,
+    sigmoid_rampup,
+    unwrap,
+)
+from domadapt.training.monitors import fixed_slice_sample
+from domadapt.training.optim import make_optimizer
+from domadapt.training.pseudo_label_monitor import PseudoLabelMonitor
+from domadapt.training.trainer import Batch, Objective, Stage
+
+STAGE = "self_training"
+
+
+class SelfTraining(Strategy):
+    name = "self_training"
+    aliases = ("self_training-histogram", "self_training-fda", "self_training-sections")
+    # The benchmark points this key at the pair's finished source-only run.
+    reuse_key = "self_training.segmenter_from"
+
+    def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
+        cfg = ctx.config
+        module = target_harmonizer(cfg, domains)
+        if module is not None:
+            ctx.trainer.extra["harmonizer"] = harmonizer_spec(cfg.self_training.harmonizer, module)
+        adapted = harmonized_target(module, domains, cfg, ctx.device)
+        stages = []
+        if cfg.self_training.segmenter_from:
+            start = reused_segmenter(Path(cfg.self_training.segmenter_from), cfg)
+        else:
+            start = new_segmentation_net(cfg)
+            first = select(ctx.trainer.fit(segmentation_stage(
+                "segmentation", start, cfg, adapted, source_sampler(cfg, adapted))),
+                start, cfg.selection.criterion)
+            stages = first.stages
+        stage = self_training_stage(start, cfg, adapted)
+        result = ctx.trainer.fit(stage)
+        fit = select_teacher(result, stage.modules["teacher"], cfg.selection.criterion)
+        if module is not None:
+            fit.model = nn.Sequential(module.to(ctx.device), fit.model).eval()
+        fit.stages = stages + fit.stages
+        return fit
+
+
+# ---------------------------------------------------------------------- the starting point
+
+
+def target_harmonizer(cfg: RunConfig, domains: Domains) -> nn.Module | None:
+    """The harmonizer toward the source named by ``self_training.harmonizer`` (None: none)."""
+    st = cfg.self_training
+    source, target = domains.source_train.image, domains.target_train.image
+    if st.harmonizer == "histogram":
+        return harmonize.histogram_matching(target, source)
+    if st.harmonizer == "fda":
+        return harmonize.fda(source, cfg.inference.tile, st.fda_beta, cfg.seed)
+    return None
+
+
+def harmonized_target(module: nn.Module | None, domains: Domains, cfg: RunConfig,
+                      device: torch.device) -> Domains:
+    """The target as teacher, student and monitors see it: harmonized through and through
+    (training patches come from anywhere in it); a monitored test split only on its sampled slices."""
+    if module is None:
+        return domains
+    train = replace(domains.target_train,
+                    image=harmonize_image(module, domains.target_train.image, cfg, device))
+    test = domains.target_test
+    if cfg.selection.target_split == "target_test":
+        slices = fixed_slice_sample(test, cfg.selection.target_slices, cfg.seed)
+        test = replace(test, image=harmonize_image(module, test.image[slices], cfg, device))
+    return replace(domains, target_train=train, target_test=test)
+
+
+def reused_segmenter(run_dir: Path, cfg: RunConfig) -> nn.Module:
+    """The segmenter a finished run selected (its metrics.json names the checkpoint)."""
+    key = "self_training.segmenter_from"
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        raise RunFolderError(f"{key}: {run_dir} is not a finished run (no metrics.json); give the "
+                             "folder of a finished baseline run of the same source.")
+    path = Path(json.loads(metrics.read_text())["selected_checkpoint"])
+    payload = load_checkpoint(path if path.is_absolute() else run_dir / path)
+    check_reusable(payload, cfg, run_dir, key)
+    if "harmonizer" in payload:
+        raise ConfigError(f"{key}: {run_dir} segments harmonized images; start from a run that "
+                          "segments the source as it is (e.g. a baseline run).")
+    spec = payload["model_spec"]
+    if (spec["arch"], spec["width"], spec["depth"], spec["norm"]) != (
+            cfg.model.arch, cfg.model.width, cfg.model.depth, cfg.model.norm):
+        raise ConfigError(f"{key}: {run_dir} holds a {spec['arch']} of width {spec['width']} and "
+                          f"depth {spec['depth']}; this run's model section differs.")
+    net = build_unet(spec["arch"], spec["width"], spec["depth"], spec["norm"])
+    net.load_state_dict(payload["modules"][payload.get("predictor") or "net"])
+    return net
+
+
+# ---------------------------------------------------------------------- the stage
+
+
+def self_training_steps(cfg: RunConfig) -> int:
+    st = cfg.self_training
+    return st.steps or max(1, round(st.share * cfg.train.steps))
+
+
+def batch_split(cfg: RunConfig) -> tuple[int, int]:
+    """(labeled source, unlabeled target) patches per step, at least one of each."""
+    size = cfg.data.batch_size
+    if size < 2:
+        raise ConfigError("self_training needs data.batch_size >= 2: each step holds labeled "
+                          "source and unlabeled target patches.")
+    n_target = min(size - 1, max(1, round(size * cfg.self_training.unlabeled_fraction)))
+    return size - n_target, n_target
+
+
+def self_training_stage(start: nn.Module, cfg: RunConfig, domains: Domains) -> Stage:
+    """Student and teacher from ``start``; the teacher is what monitors evaluate and what is kept."""
+    st, t = cfg.self_training, cfg.train
+    student = start.train()
+    teacher = copy.deepcopy(start).requires_grad_(False)
+    steps = self_training_steps(cfg)
+    n_source, n_target = batch_split(cfg)
+    source = source_sampler(cfg, domains, n_source)
+    target = PatchSampler([domains.target_train.image], None, cfg.data.patch_size, n_target, 0.0,
+                          cfg.seed + 1, neighbours=st.section_weight > 0)
+
+    def batches(generator: torch.Generator) -> Batch:
+        labeled, unlabeled = source.sample(generator), target.sample(generator)
+        return {**labeled, **{f"target_{k}": v for k, v in unlabeled.items()}}
+
+    def transform(batch: Batch, generator: torch.Generator) -> Batch:
+        out = augment_batch({"image": batch["image"], "mask": batch["mask"]}, cfg.augment, generator)
+        return {**batch, **out}
+
+    monitors = build_monitors(cfg, domains)
+    monitors.append(PseudoLabelMonitor(
+        fixed_patches(domains.target_train.image, cfg.data.patch_size, cfg.seed, n=8), st.threshold))
+    require_metric(cfg.selection.criterion, "selection.criterion", STAGE, monitors)
+    optimizer = make_optimizer(student.parameters(), t, st.lr or t.lr * st.lr_factor)
+    return Stage(
+        name=STAGE, modules={"net": student, "teacher": teacher}, optimizers={"main": optimizer},
+        objectives=[mean_teacher_objective(cfg, steps)], batches=batches, transform=transform,
+        steps=steps, monitors=monitors, predictor="teacher",
+        stop_metric=cfg.selection.criterion if t.patience else None, patience=t.patience,
+        **train_settings(cfg, optimizer, steps))
+
+
+def mean_teacher_objective(cfg: RunConfig, steps: int) -> Objective:
+    """Source loss + ramped pseudo-label loss (+ the neighbouring-section term), one student pass.
+
+    Source, strong target and nothing else go through the student in a single
+    forward, which keeps batch-norm statistics shared and DDP's one-forward rule.
+    """
+    st = cfg.self_training
+    loss_fn = segmentation_loss(cfg.train.loss)
+    rampup = round(st.rampup_share * steps)
+
+    def loss(modules, batch, scratch):
+        student, teacher = modules["net"], modules["teacher"]
+        if scratch["step"] > 0:  # the optimiser stepped since the last update
+            ema_update(teacher, unwrap(student), st.ema_decay)
+        teacher.eval()
+        views = {"image": batch["target_image"]}
+        with torch.no_grad():
+            views["mask"] = pseudo_labels(torch.sigmoid(teacher(views["image"]).float()), st.threshold)
+            if "target_neighbour" in batch:
+                views["near"] = pseudo_labels(torch.sigmoid(teacher(batch["target_neighbour"]).float()),
+                                              st.threshold)
+        strong = augment_batch(views, st.strong, scratch["generator"])
+        n_source = batch["image"].shape[0]
+        logits = student(torch.cat([batch["image"], strong["image"]]))
+        supervised = loss_fn(logits[:n_source], batch["mask"])
+        target_logits = logits[n_source:]
+        weight = st.unsup_weight * sigmoid_rampup(scratch["step"], rampup)
+        unsupervised = loss_fn(target_logits, strong["mask"])
+        value = supervised + weight * unsupervised
+        parts = {"seg_loss": supervised.item(), "pseudo_loss": unsupervised.item(),
+                 "unsup_weight": weight, **label_stats(strong["mask"], target_logits)}
+        if "near" in strong:
+            section = loss_fn(target_logits, strong["near"])
+            value = value + st.section_weight * weight * section
+            parts["section_loss"] = section.item()
+        return value, parts
+
+    return Objective(loss)
+
+
+def select_teacher(result, teacher: nn.Module, criterion: str) -> FitResult:
+    """The teacher weights of the checkpoint ``criterion`` chose."""
+    path = result.best_path(criterion)
+    teacher.load_state_dict(load_checkpoint(path)["modules"]["teacher"])
+    teacher.eval()
+    info = result.best[criterion]
+    return FitResult(teacher, path, criterion, int(info["step"]), int(info["epoch"]), [result])
+

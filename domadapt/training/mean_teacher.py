@@ -1,0 +1,66 @@
+"""Mean-teacher building blocks: the EMA teacher, confident pseudo-labels, the loss ramp-up.
+
+The teacher is an exponential moving average of the student (Tarvainen &
+Valpola 2017): it changes slowly, so its predictions on unlabeled images are
+steadier targets than the student's own. Only pixels where the teacher is
+confident become pseudo-labels; the rest carry the ignore label, which every
+segmentation loss of the package already skips.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from domadapt.data.volume import IGNORE_LABEL
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the module itself)."""
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """teacher <- decay * teacher + (1 - decay) * student, for weights and float buffers.
+
+    Integer buffers (batch-norm's batch counter) are copied: an average of
+    counters means nothing.
+    """
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.lerp_(s.detach(), 1.0 - decay)
+    for t, s in zip(teacher.buffers(), student.buffers()):
+        if t.dtype.is_floating_point:
+            t.lerp_(s.detach(), 1.0 - decay)
+        else:
+            t.copy_(s)
+
+
+def pseudo_labels(prob: torch.Tensor, threshold: float) -> torch.Tensor:
+    """uint8 mask: 1 where prob >= threshold, 0 where prob <= 1 - threshold, else IGNORE_LABEL."""
+    mask = torch.full(prob.shape, IGNORE_LABEL, dtype=torch.uint8, device=prob.device)
+    mask[prob >= threshold] = 1
+    mask[prob <= 1.0 - threshold] = 0
+    return mask
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """exp(-5 (1 - t)^2) for t = step / length, the mean-teacher ramp-up; 1 after ``length``."""
+    if length <= 0 or step >= length:
+        return 1.0
+    t = step / length
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def label_stats(mask: torch.Tensor, student_logits: torch.Tensor) -> dict[str, float]:
+    """Coverage of the pseudo-labels, their foreground share, and the student's agreement."""
+    labeled = mask != IGNORE_LABEL
+    n = int(labeled.sum())
+    if n == 0:
+        return {"pseudo_coverage": 0.0, "pseudo_foreground": 0.0, "pseudo_agreement": 0.0}
+    student = (student_logits.detach() >= 0).to(torch.uint8)
+    return {"pseudo_coverage": n / mask.numel(),
+            "pseudo_foreground": float((mask[labeled] == 1).float().mean()),
+            "pseudo_agreement": float((student[labeled] == mask[labeled]).float().mean())}

@@ -272,13 +272,6 @@ def require_metric(metric: str, key: str, stage: str, monitors: list[Monitor]) -
                           f"'{stage}' declares; available: {', '.join(sorted(declared)) or 'none'}.")
 
 
-def require_single_process(ctx: StrategyContext, method: str) -> None:
-    """Refuse torchrun (DDP) for multi-stage methods, whose hand-offs are untested under it."""
-    if ctx.trainer.dist.enabled:
-        raise ConfigError(f"The {method} method does not support torchrun (DDP) yet; "
-                          "run it in a single process.")
-
-
 def select(result: StageResult, net: nn.Module, criterion: str) -> FitResult:
     """Load the checkpoint that ``criterion`` chose into ``net``."""
     path = result.best_path(criterion)

@@ -44,7 +44,6 @@ from domadapt.strategies.base import (
     load_modules,
     new_segmentation_net,
     require_metric,
-    require_single_process,
     select,
     source_sampler,
     train_settings,
@@ -142,7 +141,6 @@ class Multitask(Strategy):
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
         """Train the planned stages in order; the last stage's criterion picks the model."""
         cfg = ctx.config
-        require_single_process(ctx, "multitask")
         results: list[StageResult] = []
         start: Path | None = None
         for plan in plan_stages(cfg):

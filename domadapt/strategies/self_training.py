@@ -64,7 +64,6 @@ from domadapt.training.mean_teacher import (
     label_stats,
     pseudo_labels,
     sigmoid_rampup,
-    unwrap,
 )
 from domadapt.training.monitors import fixed_slice_sample
 from domadapt.training.optim import make_optimizer
@@ -219,7 +218,7 @@ def mean_teacher_objective(cfg: RunConfig, steps: int) -> Objective:
     def loss(modules, batch, scratch):
         student, teacher = modules["net"], modules["teacher"]
         if scratch["step"] > 0:  # the optimiser stepped since the last update
-            ema_update(teacher, unwrap(student), st.ema_decay)
+            ema_update(teacher, student, st.ema_decay)
         teacher.eval()
         views = {"image": batch["target_image"]}
         with torch.no_grad():

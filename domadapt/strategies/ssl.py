@@ -61,7 +61,6 @@ from domadapt.strategies.base import (
     load_modules,
     new_segmentation_net,
     require_metric,
-    require_single_process,
     segmentation_stage,
     select,
     source_sampler,
@@ -118,7 +117,6 @@ class Ssl(Strategy):
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
         """Pretext stage, then the fine-tuning stages; ``selection.criterion`` picks the model."""
         cfg = ctx.config
-        require_single_process(ctx, "ssl")
         pretext_steps, finetunes = plan_ssl(cfg)
         monitors = build_monitors(cfg, domains)
         require_metric(cfg.selection.criterion, "selection.criterion", finetunes[-1].name, monitors)

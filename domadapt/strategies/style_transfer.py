@@ -50,12 +50,12 @@ from domadapt.strategies.base import (
     load_modules,
     new_segmentation_net,
     require_metric,
-    require_single_process,
     segmentation_stage,
     select,
     source_sampler,
 )
 from domadapt.training.checkpoint import load_checkpoint, save_atomic
+from domadapt.training.distributed import barrier
 from domadapt.training.monitors import EvalContext, fixed_slice_sample
 from domadapt.training.trainer import Stage, StageResult
 from domadapt.training.translation_monitor import TranslationMonitor
@@ -88,8 +88,6 @@ class StyleTransfer(Strategy):
 
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
         cfg = ctx.config
-        if cfg.style.kind in LEARNED or cfg.style.segmenter_from:
-            require_single_process(ctx, f"style_transfer ({cfg.style.kind}, or a reused segmenter)")
         harm = fit_harmonization(cfg, domains, ctx)
         adapted = harmonize_domains(harm, domains, cfg, ctx.device)
         write_samples(domains, adapted, cfg, ctx.run_dir)
@@ -310,8 +308,10 @@ def _adopt(path: Path, pick: dict, history: list[dict], criterion: str, directio
     payload.update(ctx.trainer.extra)
     payload["reused_from"] = str(path)
     best = stage_dir / f"best-{criterion}.pt"
-    save_atomic(payload, best)
-    (stage_dir / "history.json").write_text(json.dumps(history, indent=1))
+    if ctx.trainer.dist.is_main:  # under torchrun every rank scored the same; one writes
+        save_atomic(payload, best)
+        (stage_dir / "history.json").write_text(json.dumps(history, indent=1))
+    barrier(ctx.trainer.dist)
     net.load_state_dict(payload["modules"]["net"])
     net.eval()
     result = StageResult("segmentation", history,

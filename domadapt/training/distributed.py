@@ -9,6 +9,8 @@ CPU the gloo backend is used, so the same code path is testable without GPUs.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -48,15 +50,38 @@ def shutdown(info: DistInfo) -> None:
         torch_dist.destroy_process_group()
 
 
-def wrap_ddp(modules: dict[str, nn.Module], info: DistInfo,
-             device: torch.device) -> dict[str, nn.Module]:
-    """DDP-wrap every module with trainable parameters when distributed."""
-    if not info.enabled:
-        return dict(modules)
+class _Joint(nn.Module):
+    """Every module of a stage as one, so that each objective is one DDP forward.
+
+    Objectives call any part of any module (``net.encoder``, a discriminator, an
+    EMA teacher); DDP only synchronises gradients of what runs inside its own
+    forward, so the whole objective runs there, on the plain modules.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleDict(modules)
+
+    def forward(self, loss_fn: Callable, batch: dict, scratch: dict):
+        return loss_fn(dict(self.parts.items()), batch, scratch)
+
+
+def objective_runner(modules: dict[str, nn.Module], info: DistInfo,
+                     device: torch.device) -> Callable:
+    """``run(loss_fn, batch, scratch)``: the objective on the stage's modules, inside one
+    DistributedDataParallel forward when distributed.
+
+    Parameters an objective leaves unused (a discriminator's step does not touch the
+    generator; a frozen or weight-0 head) are allowed: ``find_unused_parameters``.
+    """
+    plain = dict(modules)
+    if not info.enabled or not any(p.requires_grad for m in plain.values() for p in m.parameters()):
+        return lambda loss_fn, batch, scratch: loss_fn(plain, batch, scratch)
     ids = [device.index] if device.type == "cuda" else None
-    return {k: (nn.parallel.DistributedDataParallel(m, device_ids=ids)
-                if any(p.requires_grad for p in m.parameters()) else m)
-            for k, m in modules.items()}
+    warnings.filterwarnings("ignore", message=".*find_unused_parameters=True was specified.*")
+    joint = nn.parallel.DistributedDataParallel(_Joint(plain), device_ids=ids,
+                                                find_unused_parameters=True)
+    return joint
 
 
 def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:

@@ -17,11 +17,6 @@ from torch import nn
 from domadapt.data.volume import IGNORE_LABEL
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    """The network inside a DistributedDataParallel wrapper (or the module itself)."""
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
-
-
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     """teacher <- decay * teacher + (1 - decay) * student, for weights and float buffers.

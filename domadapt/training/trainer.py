@@ -34,7 +34,7 @@ from domadapt.training.distributed import (
     barrier,
     broadcast_flag,
     broadcast_object,
-    wrap_ddp,
+    objective_runner,
 )
 from domadapt.training.monitors import EvalContext, Monitor
 
@@ -128,9 +128,9 @@ class Trainer:
             if state.finished:
                 return state.result()
         writer = self._writer(stage.name, state.step)
-        wrapped = wrap_ddp(stage.modules, self.dist, self.device)
+        runner = objective_runner(stage.modules, self.dist, self.device)
         try:
-            self._loop(stage, state, wrapped, generator, scaler, writer)
+            self._loop(stage, state, runner, generator, scaler, writer)
         finally:
             if writer is not None:
                 writer.close()
@@ -139,7 +139,7 @@ class Trainer:
         return state.result()
 
     # ------------------------------------------------------------------ loop
-    def _loop(self, stage, state, wrapped, generator, scaler, writer) -> None:
+    def _loop(self, stage, state, runner, generator, scaler, writer) -> None:
         bar = tqdm(total=stage.steps, initial=state.step, desc=stage.name, unit="step",
                    disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
         for module in stage.modules.values():
@@ -151,7 +151,7 @@ class Trainer:
                 batch = {k: self._on_device(v) for k, v in stage.batches(generator).items()}
                 if stage.transform is not None:
                     batch = stage.transform(batch, generator)
-                parts = self._step(stage, wrapped, batch, generator, scaler, state.step)
+                parts = self._step(stage, runner, batch, generator, scaler, state.step)
             state.step += 1
             bar.update(1)
             for key, value in parts.items():
@@ -168,7 +168,7 @@ class Trainer:
         if self.dist.is_main:
             self._save(stage, state, generator, scaler, state.dir / "last.pt", gen_states)
 
-    def _step(self, stage, wrapped, batch, generator, scaler, step) -> dict[str, float]:
+    def _step(self, stage, runner, batch, generator, scaler, step) -> dict[str, float]:
         scratch: dict = {"generator": generator, "step": step}
         logged: dict[str, float] = {}
         total = 0.0
@@ -176,7 +176,7 @@ class Trainer:
             optimizer = stage.optimizers[objective.optimizer]
             optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                loss, parts = objective.loss(wrapped, batch, scratch)
+                loss, parts = runner(objective.loss, batch, scratch)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"Stage '{stage.name}' stopped: the loss became {float(loss.detach())} at step "

@@ -16,8 +16,9 @@ domain translated from (a) and to (b), in the [0, 1] convention of
 
 Both methods run a generator more than once before one backward pass (CUT
 through :meth:`~domadapt.models.translation.ResnetGenerator.features`, CycleGAN
-for the cycle), which DistributedDataParallel does not support; strategies
-using them should train in a single process.
+for the cycle). Under torchrun this is fine: the trainer runs each objective
+whole inside one DistributedDataParallel forward
+(:func:`~domadapt.training.distributed.objective_runner`), on the plain modules.
 """
 
 from __future__ import annotations
@@ -70,11 +71,6 @@ class TranslationLossWeights:
             raise ValueError(f"The PatchNCE temperature must be > 0, got {self.nce_tau}.")
 
 
-def _plain(module: nn.Module) -> nn.Module:
-    """The module itself, unwrapped from DistributedDataParallel, to reach methods besides forward."""
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
-
-
 def _split(x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x[:n], x[n:]
 
@@ -114,7 +110,7 @@ def cut_objectives(weights: TranslationLossWeights,
     layers = tuple(layers)
 
     def generator_loss(modules: dict[str, nn.Module], batch: Batch, scratch: dict) -> LossOutput:
-        g, head, disc = _plain(modules["G"]), modules["F"], modules["D"]
+        g, head, disc = modules["G"], modules["F"], modules["D"]
         a, b = batch["a"], batch["b"]
         n = a.shape[0]
         run_nce = weights.nce > 0

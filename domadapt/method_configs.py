@@ -212,6 +212,9 @@ class SelfTrainingConfig:
     # A teacher pixel becomes a pseudo-label when max(p, 1 - p) >= threshold (p: foreground
     # probability on the weak view); the others are ignored by the loss.
     threshold: float = 0.9
+    # Also label the most confident class_keep share of the pixels the teacher assigns to each
+    # class (per batch), so both classes get pseudo-labels from an uncalibrated teacher; 0: off.
+    class_keep: float = 0.5
     unsup_weight: float = 1.0  # weight of the pseudo-label loss after the ramp-up
     rampup_share: float = 0.2  # share of the steps over which unsup_weight rises from 0 (sigmoid)
     unlabeled_fraction: float = 0.5  # share of each batch that is unlabeled target patches
@@ -233,6 +236,7 @@ def validate_self_training(st: SelfTrainingConfig) -> None:
         ("lr_factor", st.lr_factor > 0, "positive"),
         ("ema_decay", 0.0 <= st.ema_decay < 1.0, "in [0, 1)"),
         ("threshold", 0.5 <= st.threshold < 1.0, "in [0.5, 1)"),
+        ("class_keep", 0.0 <= st.class_keep <= 1.0, "in [0, 1]"),
         ("unsup_weight", st.unsup_weight >= 0, ">= 0"),
         ("rampup_share", 0.0 <= st.rampup_share <= 1.0, "in [0, 1]"),
         ("unlabeled_fraction", 0.0 < st.unlabeled_fraction < 1.0, "in (0, 1)"),

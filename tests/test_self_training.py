@@ -43,6 +43,14 @@ def test_pseudo_labels_keep_only_confident_pixels():
     assert pseudo_labels(prob, 0.9).tolist() == [1, 1, IGNORE_LABEL, IGNORE_LABEL, 0]
 
 
+def test_class_keep_gives_both_classes_labels_from_an_unsure_teacher():
+    """Background never below 0.1: the absolute threshold alone labels foreground only."""
+    prob = torch.tensor([0.99, 0.95, 0.7, 0.6, 0.15, 0.2, 0.3, 0.4])
+    assert set(pseudo_labels(prob, 0.9).tolist()) == {1, IGNORE_LABEL}
+    kept = pseudo_labels(prob, 0.9, class_keep=0.5).tolist()
+    assert kept == [1, 1, IGNORE_LABEL, IGNORE_LABEL, 0, 0, IGNORE_LABEL, IGNORE_LABEL]
+
+
 def test_ema_moves_the_teacher_a_fraction_toward_the_student():
     teacher, student = nn.BatchNorm2d(1), nn.BatchNorm2d(1)
     with torch.no_grad():

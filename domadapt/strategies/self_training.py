@@ -5,7 +5,8 @@ a finished run of the same source, or a source-only stage trained first) and
 then learns, at every step, from a labeled source batch and an unlabeled
 target batch. The teacher, an exponential moving average of the student,
 predicts the target patches as they are (the weak view); its confident pixels
-(``max(p, 1 - p) >= threshold``) become pseudo-labels, and the student is
+(``max(p, 1 - p) >= threshold``, plus the most confident ``class_keep`` share of
+the pixels it gives each class) become pseudo-labels, and the student is
 trained on a strong view of the same patches: flips and 90-degree turns
 (applied to the pseudo-labels as well, so they stay aligned pixel for pixel)
 plus brightness, contrast, gamma, blur and noise. The pseudo-label loss is the
@@ -194,7 +195,8 @@ def self_training_stage(start: nn.Module, cfg: RunConfig, domains: Domains) -> S
 
     monitors = build_monitors(cfg, domains)
     monitors.append(PseudoLabelMonitor(
-        fixed_patches(domains.target_train.image, cfg.data.patch_size, cfg.seed, n=8), st.threshold))
+        fixed_patches(domains.target_train.image, cfg.data.patch_size, cfg.seed, n=8), st.threshold,
+        st.class_keep))
     require_metric(cfg.selection.criterion, "selection.criterion", STAGE, monitors)
     optimizer = make_optimizer(student.parameters(), t, st.lr or t.lr * st.lr_factor)
     return Stage(
@@ -222,10 +224,11 @@ def mean_teacher_objective(cfg: RunConfig, steps: int) -> Objective:
         teacher.eval()
         views = {"image": batch["target_image"]}
         with torch.no_grad():
-            views["mask"] = pseudo_labels(torch.sigmoid(teacher(views["image"]).float()), st.threshold)
+            views["mask"] = pseudo_labels(torch.sigmoid(teacher(views["image"]).float()),
+                                          st.threshold, st.class_keep)
             if "target_neighbour" in batch:
                 views["near"] = pseudo_labels(torch.sigmoid(teacher(batch["target_neighbour"]).float()),
-                                              st.threshold)
+                                              st.threshold, st.class_keep)
         strong = augment_batch(views, st.strong, scratch["generator"])
         n_source = batch["image"].shape[0]
         logits = student(torch.cat([batch["image"], strong["image"]]))

@@ -33,11 +33,26 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
             t.copy_(s)
 
 
-def pseudo_labels(prob: torch.Tensor, threshold: float) -> torch.Tensor:
-    """uint8 mask: 1 where prob >= threshold, 0 where prob <= 1 - threshold, else IGNORE_LABEL."""
+def pseudo_labels(prob: torch.Tensor, threshold: float, class_keep: float = 0.0) -> torch.Tensor:
+    """uint8 mask of the confident pixels: 1 (foreground), 0 (background), else IGNORE_LABEL.
+
+    A pixel is confident when ``max(p, 1 - p) >= threshold``. A teacher that is never
+    that sure of one class (a young source-only model often keeps background
+    around 0.2) would hand out labels of the other class only and teach the
+    student to call everything mitochondria; ``class_keep`` > 0 also labels the
+    most confident ``class_keep`` share of the pixels it assigns to each class.
+    """
+    foreground = prob >= 0.5
+    confidence = torch.where(foreground, prob, 1.0 - prob)
+    keep = confidence >= threshold
+    if class_keep > 0:
+        for members in (foreground, ~foreground):
+            if members.any():
+                cut = torch.quantile(confidence[members].float(), 1.0 - class_keep)
+                keep |= members & (confidence >= cut)
     mask = torch.full(prob.shape, IGNORE_LABEL, dtype=torch.uint8, device=prob.device)
-    mask[prob >= threshold] = 1
-    mask[prob <= 1.0 - threshold] = 0
+    mask[keep & foreground] = 1
+    mask[keep & ~foreground] = 0
     return mask
 
 

@@ -20,10 +20,11 @@ class PseudoLabelMonitor(Monitor):
     name = "pseudo_labels"
     directions: dict = {}
 
-    def __init__(self, patches: np.ndarray, threshold: float, teacher: str = "teacher",
-                 student: str = "net") -> None:
+    def __init__(self, patches: np.ndarray, threshold: float, class_keep: float = 0.0,
+                 teacher: str = "teacher", student: str = "net") -> None:
         self.patches = torch.from_numpy(np.ascontiguousarray(patches, np.float32))[:, None]
-        self.threshold, self.teacher, self.student = threshold, teacher, student
+        self.threshold, self.class_keep = threshold, class_keep
+        self.teacher, self.student = teacher, student
 
     def evaluate(self, ctx: EvalContext) -> MonitorResult:
         x = self.patches.to(ctx.device)
@@ -31,7 +32,7 @@ class PseudoLabelMonitor(Monitor):
         with torch.inference_mode():
             t_prob = torch.sigmoid(teacher(x).float())
             s_logits = student(x).float()
-        stats = label_stats(pseudo_labels(t_prob, self.threshold), s_logits)
+        stats = label_stats(pseudo_labels(t_prob, self.threshold, self.class_keep), s_logits)
         metrics = {f"target_{k}": v for k, v in stats.items()}
         images = {}
         if ctx.want_images:

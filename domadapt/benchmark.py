@@ -53,6 +53,7 @@ class BenchmarkConfig:
     montage_slice: float = 0.5  # relative z of the target test slice shown in the montages
     regret: bool = False  # also score every checkpoint on target labels (selection regret table)
     # submitit parameters, e.g. {slurm_partition: gpu, timeout_min: 120, gpus_per_node: 1};
+    # tasks_per_node > 1 trains each run data-parallel over the job's tasks (DDP);
     # cluster: local runs the jobs on this machine (how the tests exercise it).
     slurm: dict[str, Any] = field(default_factory=dict)
 
@@ -181,6 +182,14 @@ def execute(bc: BenchmarkConfig, spec: RunSpec, threads: int | None = None) -> d
         return {"status": "failed", "error": str(exc)}
 
 
+def execute_distributed(bc: BenchmarkConfig, spec: RunSpec) -> dict:
+    """One task of a multi-task SLURM job: join the job's torch.distributed group, then run."""
+    import submitit
+
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return execute(bc, spec)
+
+
 def _regret_report(folder: Path) -> None:
     from domadapt.selection import selection_report, target_has_labels, write_report
 
@@ -268,12 +277,15 @@ def _run_slurm(bc: BenchmarkConfig, specs: Sequence[RunSpec], bar: _ProgressBar)
                                      cluster=cluster)
     if params:
         executor.update_parameters(**params)
-    jobs = [(spec, executor.submit(execute, bc, spec)) for spec in specs]
+    # Several tasks per job (tasks_per_node, nodes): one run trained data-parallel (torchrun-like).
+    tasks = int(params.get("tasks_per_node", 1)) * int(params.get("nodes", 1))
+    fn = execute_distributed if tasks > 1 else execute
+    jobs = [(spec, executor.submit(fn, bc, spec)) for spec in specs]
     outcomes = {}
     for spec, job in jobs:
         bar.start(spec)
         try:
-            outcomes[spec] = job.result()
+            outcomes[spec] = job.results()[0]  # rank 0's outcome
         except Exception as exc:  # noqa: BLE001 - a crashed job is one failed run, not the grid
             outcomes[spec] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         bar.done(spec, outcomes[spec])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -159,6 +160,17 @@ def test_slurm_executor_through_submitit_local(sequential, tmp_path):
     expected = [r for r in _table(reference / "results.csv") if r[2] == "source-only"]
     assert _table(out / "results.csv") == expected
     assert (out / "slurm").is_dir()
+
+
+def test_slurm_jobs_with_two_tasks_train_each_run_data_parallel(tmp_path):
+    pytest.importorskip("submitit")
+    out = tmp_path / "slurm2"
+    bc = _config(out, executor="slurm", methods=["baseline", "self_training"], oracle=False,
+                 slurm={"cluster": "local", "timeout_min": 10, "tasks_per_node": 2})
+    benchmark(bc, progress=False)
+    runs = sorted(out.glob("runs/*/*/seed0/metrics.json"))
+    assert len(runs) == 4  # two pairs x (source-only, self_training reusing it)
+    assert all(json.loads(p.read_text())["world_size"] == 2 for p in runs)
 
 
 def test_spec_labels_are_readable():

@@ -105,6 +105,8 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
                f"slice-mean IoU {fmt('target_iou_slice_mean')}  "
                f"(checkpoint by {metrics['selection_criterion']} at step "
                f"{metrics['selected_step']}, {metrics['wall_time_s']:.0f} s)")
+    for warning in metrics.get("trust", {}).get("warnings", []):
+        click.echo(f"warning (trust panel, report.md): {warning}", err=True)
     click.echo(f"run folder: {run_dir}")
 
 

@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from domadapt.config import RunConfig, config_differences, dataset_refs, load_yaml, save_config
@@ -172,9 +173,34 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
         return {}
     scores = score_target(cfg, fit, data.target_test_original, run_dir, device, progress, timer)
     metrics = _metrics(cfg, fit, scores, device, time.perf_counter() - start, dist.world_size)
+    with timer.phase("trust_panel"):
+        metrics["trust"] = run_trust_panel(cfg, fit, data, run_dir)
+    metrics["trust_warnings"] = len(metrics["trust"]["warnings"])
+    metrics["target_predicted_fraction"] = metrics["trust"]["target"]["foreground_fraction"]
     metrics["timings_s"] = timer.rounded()
     _write_outputs(run_dir, metrics, fit)
     return metrics
+
+
+#: Target test slices the trust panel reads at most (evenly spaced), so huge volumes stay cheap.
+TRUST_SLICES = 32
+
+
+def run_trust_panel(cfg: RunConfig, fit: FitResult, data: PreparedData, run_dir: Path) -> dict:
+    """The label-free trust panel of the written target prediction (:mod:`domadapt.trust`)."""
+    import tifffile
+
+    from domadapt.trust import trust_panel
+
+    path = run_dir / "predictions" / "target_test_prob.tif"
+    with tifffile.TiffFile(path) as tif:
+        pages = np.unique(np.linspace(0, len(tif.pages) - 1, min(TRUST_SLICES, len(tif.pages)))
+                          .astype(int))
+        prediction = np.stack([tif.pages[int(i)].asarray() for i in pages])
+    chosen = next((r for r in fit.stages[-1].history if r["step"] == fit.selected_step), {})
+    test = data.target_test_original.image
+    return trust_panel(prediction, cfg.inference.threshold, tuple(test.voxel_size_nm[1:]),
+                       data.source_train.mask, cfg.data.pixel_size_nm, chosen)
 
 
 def _refuse_unsupported_criterion(cfg: RunConfig, data: PreparedData) -> None:
@@ -297,6 +323,10 @@ def render_report(metrics: dict, fit: FitResult) -> str:
         "",
         "Target labels were used only for these scores, never for training or selection.",
     ]
+    if "trust" in metrics:
+        from domadapt.trust import render_panel
+
+        lines += ["", *render_panel(metrics["trust"])]
     for stage in fit.stages:
         first = stage.history[0] if stage.history else {}
         keys = [k for k, v in first.items()  # criterion parts (a/b) stay in tb/

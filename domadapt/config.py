@@ -11,6 +11,7 @@ silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import types
 import typing
@@ -181,9 +182,15 @@ def dataset_refs(value: str | None) -> list[str]:
 
 
 def configs_dir() -> Path:
-    """The folder of YAML presets: $DOMADAPT_CONFIGS, else the repository's configs/."""
+    """The folder of YAML presets: $DOMADAPT_CONFIGS if set; the ``domadapt/configs`` an
+    installed wheel carries; else (a source checkout) the repository's configs/."""
     env = os.environ.get("DOMADAPT_CONFIGS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "configs"
+    if env:
+        return Path(env)
+    packaged = importlib.resources.files("domadapt").joinpath("configs")
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "configs"
 
 
 def preset_names(kind: str) -> list[str]:

@@ -32,7 +32,8 @@ from domadapt.data.prepare import load_target, prepare_labeled
 from domadapt.data.transforms import intensity_stats
 from domadapt.data.volume import UnlabeledVolume, Volume
 from domadapt.errors import ConfigError, DataError, RunFolderError
-from domadapt.models.unet import build_unet
+from domadapt.inference import harmonize_image
+from domadapt.models.spec import harmonizer_from_spec, is_unet, unet_from_spec, unet_spec
 from domadapt.pipeline import resolve_device, score_target
 from domadapt.strategies.base import FitResult, supervised_stage
 from domadapt.training.checkpoint import load_checkpoint
@@ -93,7 +94,7 @@ def finetune(start: str | Path, target: str, settings: FinetuneSettings, out: st
     """Every (N, seed) fine-tune (and from-scratch twin); returns the results folder."""
     checkpoint = start_checkpoint(start)
     payload = load_checkpoint(checkpoint)
-    if payload.get("model_spec", {}).get("kind") != "unet":
+    if not is_unet(payload):
         raise RunFolderError(f"{checkpoint} holds no U-Net segmenter to fine-tune.")
     base = _base_config(payload, target, settings, data_root)
     train, test = _target_splits(base)
@@ -148,8 +149,6 @@ def _one(base, payload, checkpoint, train: Volume, test, n, seed, kind, folder, 
     net, spec = _net(payload, kind, seed)  # spec: the stored harmonizer, or None
     harmonizer = None
     if spec is not None:  # built once: it harmonizes the labeled slices and the test volume
-        from domadapt.strategies.style_transfer import harmonizer_from_spec
-
         harmonizer = harmonizer_from_spec(spec)
     device = resolve_device(cfg.train.device)
     if cfg.train.threads > 0:
@@ -174,12 +173,12 @@ def _one(base, payload, checkpoint, train: Volume, test, n, seed, kind, folder, 
 
 
 def _net(payload: dict, kind: str, seed: int) -> tuple[torch.nn.Module, dict | None]:
-    """The U-Net to train and, for a style_transfer model, its stored harmonizer spec (kept
+    """The U-Net to train and, for a model behind a harmonizer, its stored harmonizer spec (kept
     fixed: the labeled target slices are harmonized once, whole, as the test volume is at
     prediction). The scratch twin is a plain U-Net on the raw slices, without one."""
     spec = payload["model_spec"]
     torch.manual_seed(seed)
-    net = build_unet(spec["arch"], spec["width"], spec["depth"], spec["norm"])
+    net = unet_from_spec(spec)
     if kind != "finetuned":
         return net, None
     net.load_state_dict(payload["modules"][payload["predictor"]])
@@ -188,11 +187,9 @@ def _net(payload: dict, kind: str, seed: int) -> tuple[torch.nn.Module, dict | N
 
 def _train(cfg: RunConfig, net, harmonizer: torch.nn.Module | None, harmonizer_spec: dict | None,
            train: Volume, fit_slices, held, run_dir: Path, device, progress: bool) -> torch.nn.Module:
-    """Fine-tune ``net`` on the labeled slices (harmonized first when a style_transfer model's
+    """Fine-tune ``net`` on the labeled slices (harmonized first when a harmonized model's
     ``harmonizer`` is given; its ``harmonizer_spec`` is stored with the checkpoints); the chosen
     weights are loaded into ``net``."""
-    from domadapt.strategies.style_transfer import harmonize_image
-
     px = cfg.data.pixel_size_nm
 
     def prepared(slices: np.ndarray, name: str) -> tuple[Volume, dict]:
@@ -214,7 +211,7 @@ def _train(cfg: RunConfig, net, harmonizer: torch.nn.Module | None, harmonizer_s
     stage = supervised_stage("finetune", net, cfg, sampler, cfg.train.steps, monitors)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    extra = {"config": cfg.to_dict(), "model_spec": {"kind": "unet", **cfg.model.__dict__},
+    extra = {"config": cfg.to_dict(), "model_spec": unet_spec(cfg.model),
              "pixel_size_nm": px, "normalization": {"method": "percentile", "source_stats": stats}}
     if harmonizer_spec is not None:  # so that `domadapt predict` harmonizes as this model was trained
         extra["harmonizer"] = harmonizer_spec

@@ -310,3 +310,19 @@ def _progress(items: range, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(items, desc="predict", unit="slice")
+
+
+def harmonize_image(module: torch.nn.Module, image: np.ndarray, cfg: Any,
+                    device: torch.device) -> np.ndarray:
+    """A whole normalised (Z, Y, X) volume through an image-to-image ``module`` (a harmonizer),
+    slice by slice, in tiles blended like prediction (``cfg.inference``'s tile and overlap)."""
+    module = module.to(device).eval()
+    inf = cfg.inference
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = module(torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(device))
+        return out[:, 0].float().cpu().numpy()
+
+    return np.stack([blend_tiles(run, np.asarray(plane, np.float32), inf.tile, inf.overlap,
+                                 inf.batch_size) for plane in image]).astype(np.float32)

@@ -26,6 +26,7 @@ from domadapt.data.prepare import PreparedData, TargetTest, prepare_data
 from domadapt.errors import ConfigError, DataError, DomadaptError, RunFolderError
 from domadapt.inference import predict_to_tif
 from domadapt.metrics import segmentation_scores
+from domadapt.models.spec import unet_spec
 from domadapt.run_lock import LOCK_NAME, run_folder_lock
 from domadapt.strategies import get_strategy
 from domadapt.strategies.base import Domains, FitResult, StrategyContext
@@ -113,7 +114,7 @@ def checkpoint_extra(cfg: RunConfig, data: PreparedData) -> dict:
     """What every checkpoint stores besides weights, so predict needs nothing else."""
     return {
         "config": cfg.to_dict(),
-        "model_spec": {"kind": "unet", **cfg.model.__dict__},
+        "model_spec": unet_spec(cfg.model),
         "pixel_size_nm": cfg.data.pixel_size_nm,
         "normalization": {"method": "percentile", "low": 1.0, "high": 99.0,
                           "source_stats": data.source_stats},

@@ -9,27 +9,22 @@ from torch import nn
 from domadapt.data.io import lazy_image
 from domadapt.errors import CheckpointError, DataError
 from domadapt.inference import predict_to_tif
-from domadapt.models.unet import build_unet
+from domadapt.models.spec import is_unet, unet_from_spec, with_harmonizer
 from domadapt.training.checkpoint import load_checkpoint
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     """The segmentation network stored in a checkpoint, in eval mode, and the payload."""
     payload = load_checkpoint(path)
-    spec = payload.get("model_spec", {})
     key = payload.get("predictor")
-    if spec.get("kind") != "unet" or key not in payload.get("modules", {}):
+    if not is_unet(payload) or key not in payload.get("modules", {}):
         raise CheckpointError(f"Checkpoint '{path}' holds no segmentation network to predict with.")
-    net = build_unet(spec["arch"], spec["width"], spec["depth"], spec["norm"])
+    net = unet_from_spec(payload["model_spec"])
     try:
         net.load_state_dict(payload["modules"][key])
     except RuntimeError:
         raise CheckpointError(f"Checkpoint '{path}' weights do not match its model spec.") from None
-    if "harmonizer" in payload:  # style_transfer (target_to_source): harmonize, then segment
-        from domadapt.strategies.style_transfer import harmonizer_from_spec
-
-        net = nn.Sequential(harmonizer_from_spec(payload["harmonizer"]), net)
-    return net.eval(), payload
+    return with_harmonizer(net, payload.get("harmonizer")).eval(), payload
 
 
 def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | Path, *,

@@ -166,7 +166,7 @@ def score_checkpoints(history: RunHistory, max_slices: int = 40, progress: bool 
 
 
 def _reused_run(history: RunHistory) -> tuple[Path, dict | None] | None:
-    """For a style_transfer run that re-scored another run's checkpoints
+    """For a run that re-scored another run's checkpoints
     (``style.segmenter_from``): that run's stage folder and this run's harmonizer spec."""
     from domadapt.training.checkpoint import load_checkpoint
 
@@ -182,8 +182,8 @@ def _checkpoint_model(history: RunHistory, step: int, reused: tuple[Path, dict |
     its pick: the other steps are that run's segmenters behind this run's harmonizer."""
     from torch import nn
 
+    from domadapt.models.spec import with_harmonizer
     from domadapt.predict import model_from_checkpoint
-    from domadapt.strategies.style_transfer import harmonizer_from_spec
 
     name = f"step-{step:07d}.pt"
     if (history.stage_dir / name).is_file():
@@ -193,7 +193,7 @@ def _checkpoint_model(history: RunHistory, step: int, reused: tuple[Path, dict |
     folder, harmonizer = reused
     net = model_from_checkpoint(folder / name)[0]
     net = net[-1] if isinstance(net, nn.Sequential) else net  # its own harmonizer is not this run's
-    return nn.Sequential(harmonizer_from_spec(harmonizer), net).eval() if harmonizer else net
+    return with_harmonizer(net, harmonizer).eval()
 
 
 def _progress(items, enabled):

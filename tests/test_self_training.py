@@ -223,7 +223,7 @@ def test_a_run_trains_source_only_then_self_training_and_logs_pseudo_labels(hist
 
 
 def test_predict_applies_the_stored_harmonizer(histogram_run):
-    from domadapt.strategies.style_transfer import harmonizer_from_spec
+    from domadapt.models.spec import harmonizer_from_spec
 
     cfg, metrics = histogram_run
     net, payload = model_from_checkpoint(metrics["selected_checkpoint"])

@@ -22,6 +22,7 @@ from domadapt.data.augment import augment_batch
 from domadapt.data.patches import PatchSampler
 from domadapt.data.volume import UnlabeledVolume, Volume
 from domadapt.errors import ConfigError, DataError
+from domadapt.models.spec import is_unet
 from domadapt.models.unet import build_unet
 from domadapt.training.checkpoint import load_checkpoint
 from domadapt.training.losses import segmentation_loss
@@ -260,7 +261,7 @@ def check_reusable(payload: dict, cfg: RunConfig, run_dir: Path, key: str) -> No
     if float(payload.get("pixel_size_nm", -1)) != cfg.data.pixel_size_nm:
         raise ConfigError(f"{key}: {run_dir} works at {payload.get('pixel_size_nm')} nm, this run "
                           f"at {cfg.data.pixel_size_nm} nm (data.pixel_size_nm).")
-    if payload.get("model_spec", {}).get("kind") != "unet":
+    if not is_unet(payload):
         raise ConfigError(f"{key}: {run_dir} holds no U-Net segmenter.")
 
 

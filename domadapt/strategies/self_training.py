@@ -42,7 +42,8 @@ from domadapt.data import harmonize
 from domadapt.data.augment import augment_batch
 from domadapt.data.patches import PatchSampler
 from domadapt.errors import ConfigError, RunFolderError
-from domadapt.models.unet import build_unet
+from domadapt.inference import harmonize_image
+from domadapt.models.spec import harmonizer_spec, unet_from_spec
 from domadapt.strategies.base import (
     Domains,
     FitResult,
@@ -57,7 +58,7 @@ from domadapt.strategies.base import (
     source_sampler,
     train_settings,
 )
-from domadapt.strategies.style_transfer import fixed_patches, harmonize_image, harmonizer_spec
+from domadapt.strategies.style_transfer import fixed_patches
 from domadapt.training.checkpoint import load_checkpoint
 from domadapt.training.losses import segmentation_loss
 from domadapt.training.mean_teacher import (
@@ -151,7 +152,7 @@ def reused_segmenter(run_dir: Path, cfg: RunConfig) -> nn.Module:
             cfg.model.arch, cfg.model.width, cfg.model.depth, cfg.model.norm):
         raise ConfigError(f"{key}: {run_dir} holds a {spec['arch']} of width {spec['width']} and "
                           f"depth {spec['depth']}; this run's model section differs.")
-    net = build_unet(spec["arch"], spec["width"], spec["depth"], spec["norm"])
+    net = unet_from_spec(spec)
     net.load_state_dict(payload["modules"][payload.get("predictor") or "net"])
     return net
 

@@ -36,10 +36,9 @@ from domadapt.config import RunConfig
 from domadapt.data import harmonize
 from domadapt.data.patches import PatchSampler
 from domadapt.data.volume import UnlabeledVolume, Volume
-from domadapt.errors import ConfigError, RunFolderError
-from domadapt.inference import blend_tiles
-from domadapt.models.translation import ResnetGenerator
-from domadapt.models.unet import build_unet
+from domadapt.errors import RunFolderError
+from domadapt.inference import harmonize_image
+from domadapt.models.spec import harmonizer_spec, unet_from_spec
 from domadapt.strategies.base import (
     Domains,
     FitResult,
@@ -59,9 +58,6 @@ from domadapt.training.distributed import barrier
 from domadapt.training.monitors import EvalContext, fixed_slice_sample
 from domadapt.training.trainer import Stage, StageResult
 from domadapt.training.translation_monitor import TranslationMonitor
-
-LEARNED = ("cut", "cyclegan")
-POINTWISE = ("histogram", "meanstd", "equalize")
 
 
 @dataclass
@@ -130,47 +126,6 @@ def fit_harmonization(cfg: RunConfig, domains: Domains, ctx: StrategyContext) ->
     if to_source:
         return Harmonization(None, module, harmonizer_spec(style.kind, module, style), stages)
     return Harmonization(module, None, None, stages)
-
-
-def harmonizer_spec(kind: str, module: nn.Module, style=None) -> dict:
-    """Plain data (kind, arguments, tensors) that :func:`harmonizer_from_spec` rebuilds."""
-    args: dict = {}
-    if kind == "fda":
-        args = {"beta": module.beta}
-    elif kind in LEARNED:
-        args = {"width": style.generator_width, "n_blocks": style.generator_blocks}
-    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    return {"kind": kind, "args": args, "state": state}
-
-
-def harmonizer_from_spec(spec: dict) -> nn.Module:
-    """The harmonizer a checkpoint stored (see :func:`harmonizer_spec`), in eval mode."""
-    kind, args, state = spec["kind"], spec["args"], spec["state"]
-    if kind in POINTWISE:
-        module: nn.Module = harmonize.IntensityMap(state["xp"], state["fp"])
-    elif kind == "fda":
-        module = harmonize.FourierAmplitudeSwap(state["amplitude"], args["beta"])
-    elif kind in LEARNED:
-        module = ResnetGenerator(width=args["width"], n_blocks=args["n_blocks"])
-        module.load_state_dict(state)
-    else:
-        raise ConfigError(f"Unknown harmonizer kind '{kind}' in checkpoint.")
-    return module.eval()
-
-
-def harmonize_image(module: nn.Module, image: np.ndarray, cfg: RunConfig,
-                    device: torch.device) -> np.ndarray:
-    """A whole (Z, Y, X) normalised volume through ``module``, slice by slice, in blended tiles."""
-    module = module.to(device).eval()
-    inf = cfg.inference
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            out = module(torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(device))
-        return out[:, 0].float().cpu().numpy()
-
-    return np.stack([blend_tiles(run, np.asarray(plane, np.float32), inf.tile, inf.overlap,
-                                 inf.batch_size) for plane in image]).astype(np.float32)
 
 
 def harmonize_domains(harm: Harmonization, domains: Domains, cfg: RunConfig,
@@ -268,7 +223,7 @@ def reuse_segmenter(run_dir: Path, cfg: RunConfig, adapted: Domains, ctx: Strate
     first = load_checkpoint(paths[0])
     check_reusable(first, cfg, run_dir, "style.segmenter_from")
     spec = first["model_spec"]
-    net = build_unet(spec["arch"], spec["width"], spec["depth"], spec["norm"]).to(ctx.device)
+    net = unet_from_spec(spec).to(ctx.device)
     monitors = build_monitors(cfg, adapted)
     criterion = cfg.selection.criterion
     require_metric(criterion, "selection.criterion", "segmentation", monitors)

@@ -146,6 +146,7 @@ def _target_iou(net: nn.Module, image: np.ndarray, mask: np.ndarray) -> float:
     return segmentation_scores(prob, mask)["iou"]
 
 
+@pytest.mark.slow
 def test_a_perfect_teacher_lifts_the_students_target_iou_above_the_source_only_start(
         tiny_config, tmp_path):
     """Source: disks at 0.3 on 0.7; target: disks at 0.1 on 0.35, where a source-only model

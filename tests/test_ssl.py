@@ -283,6 +283,7 @@ def _noisy_textured_target(monkeypatch) -> str:
     return "synth-noisy"
 
 
+@pytest.mark.slow
 def test_ssl_beats_the_baseline_on_a_texture_and_noise_shift(tiny_config, monkeypatch, record_property):
     """Same seed, same supervised budget (300 steps); ssl adds 150 crappify pretext steps.
 

@@ -18,7 +18,6 @@ checkpoint is used. Every output row says which.
 from __future__ import annotations
 
 import csv
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from domadapt.api import checkpoint_of
 from domadapt.config import RunConfig, config_from_plain, save_config
 from domadapt.data.patches import PatchSampler
 from domadapt.data.prepare import load_target, prepare_labeled
@@ -58,16 +58,11 @@ class FinetuneSettings:
 
 
 def start_checkpoint(ref: str | Path) -> Path:
-    """A run folder's selected checkpoint, or the checkpoint file given."""
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        metrics = path / "metrics.json"
-        if not metrics.is_file():
-            raise RunFolderError(f"{path} is not a finished domadapt run folder (no metrics.json).")
-        return Path(json.loads(metrics.read_text())["selected_checkpoint"])
-    if not path.is_file():
-        raise RunFolderError(f"--from {path}: no such run folder or checkpoint.")
-    return path
+    """A run folder's selected checkpoint, or the checkpoint file given (``--from``)."""
+    try:
+        return checkpoint_of(ref)
+    except RunFolderError as exc:
+        raise RunFolderError(f"--from: {exc}") from None
 
 
 def labeled_slices(mask: np.ndarray, n: int, seed: int) -> np.ndarray:

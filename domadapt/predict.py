@@ -6,9 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from domadapt.data.io import lazy_image
 from domadapt.errors import CheckpointError, DataError
-from domadapt.inference import predict_to_tif
 from domadapt.models.spec import is_unet, unet_from_spec, with_harmonizer
 from domadapt.training.checkpoint import load_checkpoint
 
@@ -31,23 +29,14 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | P
                  voxel_size: list[float] | None = None, key: str | None = None,
                  binary: bool = False, threshold: float = 0.5, device: str = "auto",
                  progress: bool = True, cpu_bf16: bool | None = None) -> Path:
-    """Predict ``input_path`` and write a uint8 tif; the input's voxel size defaults to
-    the model's pixel size (no resampling)."""
-    from domadapt.pipeline import resolve_device
+    """Predict ``input_path`` and write a uint8 tif (``domadapt predict``); the input's voxel
+    size defaults to the model's pixel size (no resampling)."""
+    from domadapt.api import load_model
 
-    refuse_unsafe_output(input_path, output)
-    net, payload = model_from_checkpoint(checkpoint)
-    dev = resolve_device(device)
-    px = float(payload["pixel_size_nm"])
-    image = lazy_image(input_path, key=key)
-    inference = payload.get("config", {}).get("inference", {})  # as in training's monitors
-    settings = {k: inference[k] for k in ("tile", "overlap", "cpu_bf16") if k in inference}
-    if cpu_bf16 is not None:
-        settings["cpu_bf16"] = cpu_bf16
-    return predict_to_tif(net, image, output, binary=binary, threshold=threshold, **settings,
-                          voxel_size_nm=tuple(voxel_size) if voxel_size else (px, px, px),
-                          model_pixel_nm=px, device=dev, amp=dev.type == "cuda",
-                          progress=progress, name=Path(input_path).name)
+    refuse_unsafe_output(input_path, output)  # before the checkpoint is even read
+    return load_model(checkpoint).predict_file(
+        input_path, output, voxel_size=tuple(voxel_size) if voxel_size else None, key=key,
+        binary=binary, threshold=threshold, device=device, progress=progress, cpu_bf16=cpu_bf16)
 
 
 def refuse_unsafe_output(input_path: str | Path, output: str | Path) -> None:

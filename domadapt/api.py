@@ -1,0 +1,102 @@
+"""The Python API: load a chosen model, segment arrays and files.
+
+    from domadapt import load_model
+    model = load_model("runs/lucchi-to-vnc/baseline/seed0")   # or a checkpoint file
+    probs = model.predict(volume, voxel_size=(50, 6, 6))        # float32, the input's grid
+
+``domadapt predict`` goes through the same calls. A model carries its pixel size,
+its tiling and, when it was trained on harmonized images, its harmonizer: the
+input is resampled to the model's pixel size, harmonized, predicted in blended
+tiles and resampled back, exactly as the run predicted its target test volume.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from domadapt.errors import RunFolderError
+
+
+def checkpoint_of(ref: str | Path) -> Path:
+    """A finished run folder's selected checkpoint, or the checkpoint file given."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        metrics = path / "metrics.json"
+        if not metrics.is_file():
+            raise RunFolderError(f"{path} is not a finished domadapt run folder (no metrics.json).")
+        chosen = Path(json.loads(metrics.read_text())["selected_checkpoint"])
+        return chosen if chosen.is_absolute() else path / chosen
+    if not path.is_file():
+        raise RunFolderError(f"{path}: no such run folder or checkpoint.")
+    return path
+
+
+class Model:
+    """A segmentation model as a run chose it, ready to predict volumes of any size."""
+
+    def __init__(self, net: nn.Module, payload: dict, source: Path) -> None:
+        self.net, self.source = net, source
+        self.pixel_size_nm = float(payload["pixel_size_nm"])
+        inference = payload.get("config", {}).get("inference", {})
+        self.settings = {k: inference[k] for k in ("tile", "overlap", "cpu_bf16") if k in inference}
+        self.threshold = float(inference.get("threshold", 0.5))
+        self.harmonized = "harmonizer" in payload
+
+    def __repr__(self) -> str:
+        return (f"Model({self.source}, pixel {self.pixel_size_nm:g} nm"
+                f"{', behind its harmonizer' if self.harmonized else ''})")
+
+    def _voxel(self, voxel_size) -> tuple[float, float, float]:
+        px = self.pixel_size_nm
+        return tuple(float(v) for v in voxel_size) if voxel_size else (px, px, px)
+
+    def predict(self, image: np.ndarray, voxel_size: tuple[float, float, float] | None = None, *,
+                device: str = "auto", progress: bool = False) -> np.ndarray:
+        """Foreground probabilities (float32, the input's (Z, Y, X) grid) of a 2D or 3D array.
+
+        ``voxel_size`` is the input's (z, y, x) in nm; by default the model's own pixel
+        size (no resampling). Intensities are normalised by the volume's own statistics.
+        """
+        from domadapt.inference import predict_to_array
+        from domadapt.pipeline import resolve_device
+
+        dev = resolve_device(device)
+        return predict_to_array(self.net, image, voxel_size_nm=self._voxel(voxel_size),
+                                model_pixel_nm=self.pixel_size_nm, device=dev,
+                                amp=dev.type == "cuda", progress=progress, **self.settings)
+
+    def predict_file(self, input_path: str | Path, output: str | Path, *,
+                     voxel_size: tuple[float, float, float] | None = None, key: str | None = None,
+                     binary: bool = False, threshold: float | None = None, device: str = "auto",
+                     progress: bool = True, cpu_bf16: bool | None = None) -> Path:
+        """Predict a volume file (tif, folder of slices, h5, zarr) into a uint8 tif, slice by
+        slice in bounded memory; an output that would overwrite the input is refused."""
+        from domadapt.data.io import lazy_image
+        from domadapt.inference import predict_to_tif
+        from domadapt.pipeline import resolve_device
+        from domadapt.predict import refuse_unsafe_output
+
+        refuse_unsafe_output(input_path, output)
+        dev = resolve_device(device)
+        settings = dict(self.settings)
+        if cpu_bf16 is not None:
+            settings["cpu_bf16"] = cpu_bf16
+        return predict_to_tif(self.net, lazy_image(input_path, key=key), output, binary=binary,
+                              threshold=self.threshold if threshold is None else threshold,
+                              voxel_size_nm=self._voxel(voxel_size),
+                              model_pixel_nm=self.pixel_size_nm, device=dev,
+                              amp=dev.type == "cuda", progress=progress,
+                              name=Path(input_path).name, **settings)
+
+
+def load_model(ref: str | Path) -> Model:
+    """The model a run folder selected (label-free), or the one a checkpoint file holds."""
+    from domadapt.predict import model_from_checkpoint
+
+    path = checkpoint_of(ref)
+    net, payload = model_from_checkpoint(path)
+    return Model(net, payload, path)

@@ -80,7 +80,7 @@ def torch_em_train(cfg, domains, net, steps: int, out: Path) -> float:
         optimizer=torch.optim.AdamW(net.parameters(), lr=cfg.train.lr,
                                     weight_decay=cfg.train.weight_decay),
         metric=LogitsLoss(), device=torch.device("cpu"), mixed_precision=False, logger=None,
-        save_root=str(out))
+        compile_model=False, save_root=str(out))  # torch-em compiles by default: ~2 min first step
     t0 = time.perf_counter()
     trainer.fit(iterations=steps)
     return time.perf_counter() - t0

@@ -116,7 +116,7 @@ def torch_em_teacher(cfg, data, start: torch.nn.Module, out: Path) -> tuple[torc
         pseudo_labeler=DefaultPseudoLabeler(sigmoid, confidence_threshold=st.threshold),
         optimizer=torch.optim.AdamW(start.parameters(), lr=lr), device=torch.device("cpu"),
         momentum=st.ema_decay, reinit_teacher=False, mixed_precision=False, logger=None,
-        save_root=str(out))
+        compile_model=False, save_root=str(out))  # compiling costs ~2 min before step 1 on this CPU
     t0 = time.perf_counter()
     trainer.fit(iterations=steps)
     seconds = time.perf_counter() - t0

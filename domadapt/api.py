@@ -93,6 +93,33 @@ class Model:
                               name=Path(input_path).name, **settings)
 
 
+    def predict_instances(self, input_path: str | Path, output: str | Path, *,
+                          voxel_size: tuple[float, float, float] | None = None,
+                          key: str | None = None, measure: str | Path | None = None,
+                          device: str = "auto", progress: bool = True, **instance_options) -> Path:
+        """Predict ``input_path``, split the binary prediction into mitochondria instances
+        (uint32 tif with its voxel size; the whole volume is held in memory for this step)
+        and, with ``measure``, write one CSV row per mitochondrion there plus a summary."""
+        import tifffile
+
+        from domadapt.instances import instances
+        from domadapt.morphometrics import measure_to_files, write_labels
+
+        output = Path(output)
+        binary = output.with_name(output.name + ".binary.tif")
+        try:
+            self.predict_file(input_path, binary, voxel_size=voxel_size, key=key, binary=True,
+                              device=device, progress=progress)
+            voxel = self._voxel(voxel_size)
+            labels = instances(tifffile.imread(binary) > 0, voxel, **instance_options)
+        finally:
+            binary.unlink(missing_ok=True)
+        write_labels(labels, output, voxel)
+        if measure is not None:
+            measure_to_files(labels, voxel, measure)
+        return output
+
+
 def load_model(ref: str | Path) -> Model:
     """The model a run folder selected (label-free), or the one a checkpoint file holds."""
     from domadapt.predict import model_from_checkpoint

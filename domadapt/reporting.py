@@ -31,6 +31,7 @@ import numpy as np
 
 from domadapt.data.volume import IGNORE_LABEL
 from domadapt.errors import ConfigError, DataError
+from domadapt.paired import add_paired_column, interval_cell, paired_differences
 
 #: results.csv columns, in this order; ``regret/<criterion>`` (sorted), then any other key (sorted).
 RESULT_COLUMNS: list[str] = [
@@ -261,10 +262,6 @@ class _Grid:
             found = self._oracle_by_target.get(_target(pair))
         return found
 
-    def best_method(self, pair: str) -> float | None:
-        means = [c["mean"] for m in self.methods if (c := self.cell(pair, m))]
-        return max(means) if means else None
-
 
 def _columns(rows: list[dict]) -> list[str]:
     """Methods in order of first appearance, then the reference columns present."""
@@ -290,8 +287,8 @@ def _target(pair: str) -> str:
 def summary_markdown(rows: list[dict], published: dict | None = None, metric: str = DEFAULT_METRIC,
                      title: str = "Domain adaptation benchmark") -> str:
     """The benchmark's summary.md: results, selection regret, wall time and the runs that are missing."""
-    sections = [f"# {title}", _results_section(rows, published, metric), _regret_section(rows),
-                _wall_time_section(rows), _runs_section(rows)]
+    sections = [f"# {title}", _results_section(rows, published, metric), _paired_section(rows, metric),
+                _regret_section(rows), _wall_time_section(rows), _runs_section(rows)]
     return "\n\n".join(s.strip("\n") for s in sections) + "\n"
 
 
@@ -301,22 +298,39 @@ def _results_section(rows: list[dict], published: dict | None, metric: str) -> s
                if any(pair in s["results"] for pair in grid.pairs)]
     header = ["pair", *grid.methods, *(REFERENCE_HEADERS[c] for c in grid.references),
               *(f"{s['name']} [^{i}]" for i, s in enumerate(sources, 1))]
+    paired = paired_differences(rows, metric)
     body = []
     for pair in grid.pairs:
-        best = grid.best_method(pair)
-        cells = [_stats_cell(grid.cell(pair, m), bold_if=best) for m in grid.methods]
+        cells = [_stats_cell(grid.cell(pair, m), bold=paired.get((pair, m), {}).get("verdict") == "win")
+                 for m in grid.methods]
         cells += [_stats_cell(grid.cell(pair, c)) for c in grid.references]
         cells += [_published_cell(s["results"].get(pair)) for s in sources]
         body.append([pair, *cells])
     lines = [f"## Target `{metric}`", "", _table(header, body), "",
              f"Metric: `{metric}` on the target test volume; cells are mean ± population std over seeds "
-             f"(n finished seeds), a single seed shows its value alone; the best method per pair is "
-             f"in **bold**, missing runs are {DASH}.", "",
+             f"(n finished seeds), a single seed shows its value alone; a method is in **bold** only "
+             f"when it beats source-only on the same seeds (its paired 95 % interval, next "
+             f"section, excludes 0); missing runs are {DASH}.", "",
              "Reference rows (source-only: the baseline trained on the source alone; oracle: trained "
              "on the target's own labels, an upper bound) are shown for comparison only and are never "
              "used by any method.", "", *_selection_line(rows)]
     lines += _published_notes(published, sources, metric)
     return "\n".join(lines)
+
+
+def _paired_section(rows: list[dict], metric: str) -> str:
+    """Every method minus source-only on the same pair and seed, with its 95 % t-interval."""
+    grid, paired = _Grid(rows, metric), paired_differences(rows, metric)
+    if not paired:
+        return ""
+    body = [[pair, *(interval_cell(paired.get((pair, m))) for m in grid.methods)] for pair in grid.pairs]
+    return "\n".join([
+        "## Paired with source-only", "", _table(["pair", *grid.methods], body), "",
+        f"Cells: mean of (method - source-only) `{metric}` over the seeds both finished, the 95 % "
+        "Student t-interval over those seeds' paired differences, and n; **bold** = the interval "
+        "excludes 0 (a win or a loss). With 3 seeds the interval is wide (t = 4.30): an "
+        "unbolded difference is not evidence either way. `paired_diff_vs_source_only` in "
+        "results.csv holds each run's own difference."])
 
 
 def _selection_line(rows: list[dict]) -> list[str]:
@@ -389,12 +403,12 @@ def _runs_section(rows: list[dict]) -> str:
                       f"run shows {DASH}):", "", *listed])
 
 
-def _stats_cell(stats: Stats | None, bold_if: float | None = None) -> str:
+def _stats_cell(stats: Stats | None, bold: bool = False) -> str:
     if stats is None:
         return DASH
     text = f"{stats['mean']:.3f}" if stats["n"] == 1 else \
         f"{stats['mean']:.3f} ± {stats['std']:.3f} ({stats['n']})"
-    return f"**{text}**" if bold_if is not None and stats["mean"] == bold_if else text
+    return f"**{text}**" if bold else text
 
 
 def _published_cell(figure: dict | None) -> str:
@@ -573,6 +587,8 @@ def write_report(rows: list[dict], out_dir: str | Path, published: dict | str | 
     out.mkdir(parents=True, exist_ok=True)
     if published is not None and not isinstance(published, dict):
         published = load_published(published)
+    rows = [dict(r) for r in rows]
+    add_paired_column(rows, metric)
     written = {"results.csv": write_results_csv(rows, out / "results.csv"),
                "summary.md": _write_text(summary_markdown(rows, published, metric), out / "summary.md"),
                "heatmap.png": heatmap(rows, out / "heatmap.png", metric)}

@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+
+from domadapt.paired import t_interval, verdict
 
 
 def load(root: Path) -> dict[tuple, dict]:
@@ -24,21 +25,6 @@ def load(root: Path) -> dict[tuple, dict]:
         m = json.loads(path.read_text())
         runs[(f"{m['source']}->{m['target']}", m["method"], int(m["seed"]))] = m
     return runs
-
-
-def t_interval(diffs: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval; an interval needs two seeds at least."""
-    mean = float(diffs.mean())
-    if len(diffs) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)))
-    return mean, mean - half, mean + half
-
-
-def verdict(low: float, high: float) -> str:
-    if np.isnan(low):
-        return "n < 2"
-    return "win" if low > 0 else "loss" if high < 0 else "no difference shown"
 
 
 def table(runs: dict[tuple, dict], metric: str) -> str:

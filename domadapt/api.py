@@ -96,7 +96,8 @@ class Model:
     def predict_instances(self, input_path: str | Path, output: str | Path, *,
                           voxel_size: tuple[float, float, float] | None = None,
                           key: str | None = None, measure: str | Path | None = None,
-                          device: str = "auto", progress: bool = True, **instance_options) -> Path:
+                          threshold: float | None = None, device: str = "auto",
+                          progress: bool = True, **instance_options) -> Path:
         """Predict ``input_path``, split the binary prediction into mitochondria instances
         (uint32 tif with its voxel size; the whole volume is held in memory for this step)
         and, with ``measure``, write one CSV row per mitochondrion there plus a summary."""
@@ -109,7 +110,7 @@ class Model:
         binary = output.with_name(output.name + ".binary.tif")
         try:
             self.predict_file(input_path, binary, voxel_size=voxel_size, key=key, binary=True,
-                              device=device, progress=progress)
+                              threshold=threshold, device=device, progress=progress)
             voxel = self._voxel(voxel_size)
             labels = instances(tifffile.imread(binary) > 0, voxel, **instance_options)
         finally:

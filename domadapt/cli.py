@@ -140,7 +140,7 @@ def predict(checkpoint, input_path, output, voxel_size, key, binary, threshold, 
         refuse_unsafe_output(input_path, output)
         out = load_model(checkpoint).predict_instances(
             input_path, output, voxel_size=_voxel_size(voxel_size), key=key, measure=measure_csv,
-            device=device, progress=not quiet)
+            threshold=threshold, device=device, progress=not quiet)
     else:
         out = predict_file(checkpoint, input_path, output, voxel_size=_voxel_size(voxel_size),
                            key=key, binary=binary, threshold=threshold, device=device,

@@ -19,18 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from domadapt.config import load_yaml
+from domadapt.criteria import directions
 from domadapt.errors import RunFolderError
-
-#: Label-free criteria and their direction; each is a metric some monitor logs.
-CRITERIA: dict[str, str] = {
-    "morph_ours": "min",
-    "morph_paper": "min",
-    "source_val_iou": "max",
-    "source_val_loss": "min",
-    "target_entropy": "min",
-    "target_im": "min",
-    "target_consistency": "max",
-}
 
 SCORES_FILE = "checkpoint_scores.json"
 
@@ -85,7 +75,7 @@ def target_has_labels(run_dir: str | Path) -> bool:
 
 def choose(records: list[dict], criterion: str, direction: str | None = None) -> dict | None:
     """The record a criterion picks (first one on ties); None if it was never logged."""
-    direction = direction or CRITERIA[criterion]
+    direction = direction or directions()[criterion]
     valued = [r for r in records if _finite(r.get(criterion))]
     if not valued:
         return None
@@ -107,7 +97,7 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 
 
 def regret_table(records: list[dict], target_iou: dict[int, float],
-                 criteria: dict[str, str] = CRITERIA) -> dict[str, dict]:
+                 criteria: dict[str, str] | None = None) -> dict[str, dict]:
     """Per criterion: chosen step, its target IoU, regret and Spearman correlation.
 
     Spearman is computed between the criterion oriented so that higher is
@@ -115,7 +105,7 @@ def regret_table(records: list[dict], target_iou: dict[int, float],
     """
     best = max(target_iou.values())
     table = {}
-    for name, direction in criteria.items():
+    for name, direction in (criteria or directions()).items():
         chosen = choose(records, name, direction)
         if chosen is None:
             continue
@@ -206,7 +196,7 @@ def selection_report(run_dir: str | Path, with_labels: bool = True, max_slices: 
                      progress: bool = True) -> dict:
     """Checkpoints x criteria, each criterion's pick and, with labels, regret and Spearman."""
     history = load_history(run_dir)
-    present = {k: v for k, v in CRITERIA.items() if any(_finite(r.get(k)) for r in history.records)}
+    present = {k: v for k, v in directions().items() if any(_finite(r.get(k)) for r in history.records)}
     report: dict = {"run_dir": str(history.run_dir), "stage": history.stage,
                     "criteria": present, "records": history.records,
                     "picks": {k: choose(history.records, k, v)["step"] for k, v in present.items()}}

@@ -107,4 +107,4 @@ def test_an_evaluation_costs_the_same_on_any_slice_size(side, monkeypatch):
     net = nn.Conv2d(1, 1, 1)
     ctx = EvalContext({"net": net}, net, torch.device("cpu"), False, step=1, tile=256, overlap=0)
     monitor.evaluate(ctx)
-    assert sum(pixels) == 2 * 4 * 512 * 512  # the crops and their flipped copies
+    assert sum(pixels) == 3 * 4 * 512 * 512  # the crops, their flipped and intensity-changed copies

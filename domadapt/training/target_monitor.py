@@ -4,18 +4,10 @@ One monitor predicts a fixed, seeded sample of target slices (by default from
 ``target_train``; the reference paper monitors the target *test* images,
 transductively, which ``selection.target_split`` allows), cropped to at most
 ``selection.target_crop`` pixels a side so large slices cost no more than small
-ones, and scores the predictions without labels:
-
-- ``morph_paper`` (min): |mean solidity of predicted objects - source mean|,
-  the criterion of Franco-Barranco et al. 2022;
-- ``morph_ours`` (min): our morphological prior (per-feature Wasserstein
-  distances to the source objects plus foreground-fraction and density
-  penalties), with each part logged;
-- ``target_entropy`` (min): mean per-pixel prediction entropy;
-- ``target_im`` (min): information-maximisation loss, mean entropy minus the
-  entropy of the mean prediction (confident but not collapsed);
-- ``target_consistency`` (max): IoU between the prediction and the prediction
-  of the flipped slices flipped back.
+ones, and scores the predictions without labels with every target criterion of the
+registry (:mod:`domadapt.criteria`: entropy, information maximisation, flip and
+intensity-change consistency, batch nuclear-norm) and with the morphological priors
+fitted on the source masks (``morph_paper``, ``morph_ours``, each part logged).
 
 The monitor only ever receives an :class:`UnlabeledVolume`: it has no way to
 read target labels.
@@ -24,7 +16,15 @@ read target labels.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
+from domadapt.criteria import (
+    TargetViews,
+    agreement,
+    information_maximization,
+    mean_entropy,
+    target_criteria,
+)
 from domadapt.data.volume import UnlabeledVolume
 from domadapt.training.monitors import (
     EvalContext,
@@ -35,38 +35,26 @@ from domadapt.training.monitors import (
     predict_stack,
 )
 
-EPS = 1e-6
+__all__ = ["TargetCriteriaMonitor", "flip_consistency", "information_maximization", "mean_entropy",
+           "intensity_changed"]
 
 
-def binary_entropy(prob: np.ndarray) -> np.ndarray:
-    """Per-pixel entropy (nats) of Bernoulli probabilities."""
-    p = np.clip(prob, EPS, 1 - EPS)
-    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
-
-
-def mean_entropy(prob: np.ndarray) -> float:
-    """Lower means a more confident model on this data."""
-    return float(binary_entropy(prob).mean())
-
-
-def information_maximization(prob: np.ndarray) -> float:
-    """Mean entropy minus the entropy of the mean prediction (lower is better).
-
-    Rewards confident predictions that do not collapse to one class.
-    """
-    return mean_entropy(prob) - float(binary_entropy(np.array([prob.mean()]))[0])
-
-
-def flip_consistency(prob: np.ndarray, prob_flipped_back: np.ndarray,
-                     threshold: float = 0.5) -> float:
+def flip_consistency(prob: np.ndarray, prob_flipped_back: np.ndarray, threshold: float = 0.5) -> float:
     """IoU of two binary predictions of the same slices (1.0 when both are empty)."""
-    a, b = prob >= threshold, prob_flipped_back >= threshold
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+    return agreement(prob, prob_flipped_back, threshold)
+
+
+def intensity_changed(images: np.ndarray) -> np.ndarray:
+    """The fixed intensity change of ``target_aug_consistency``: gamma 0.8, contrast x1.2 about
+    each slice's mean, Gaussian blur sigma 0.7 px (in-plane)."""
+    out = np.clip(images, 0, None) ** 0.8
+    mean = out.mean(axis=(1, 2), keepdims=True)
+    out = (out - mean) * 1.2 + mean
+    return ndi.gaussian_filter(out, (0, 0.7, 0.7)).astype(np.float32)
 
 
 class TargetCriteriaMonitor(Monitor):
-    """Morphology, entropy, IM and consistency on a fixed sample of target slices."""
+    """The registered target criteria and the morphological priors on fixed target crops."""
 
     name = "target_criteria"
 
@@ -74,20 +62,21 @@ class TargetCriteriaMonitor(Monitor):
                  threshold: float = 0.5, crop: int = 0) -> None:
         self.volume, self.priors, self.threshold = volume, priors, threshold
         self.sample = fixed_crop_sample(volume, n_slices, crop, seed)
+        self.criteria = target_criteria()
         self.directions = {p.name: p.direction for p in priors}
-        self.directions.update(target_entropy="min", target_im="min", target_consistency="max")
+        self.directions.update({c.name: c.direction for c in self.criteria})
 
     def evaluate(self, ctx: EvalContext) -> MonitorResult:
         images = self.sample.read(self.volume.image)
         prob = predict_stack(ctx, images)
         flipped = predict_stack(ctx, np.ascontiguousarray(images[:, ::-1, ::-1]))[:, ::-1, ::-1]
-        binary = (prob >= self.threshold).astype(np.uint8)
-        metrics = {"target_fg_fraction": float(binary.mean()),
-                   "target_entropy": mean_entropy(prob),
-                   "target_im": information_maximization(prob),
-                   "target_consistency": flip_consistency(prob, flipped, self.threshold)}
+        augmented = (predict_stack(ctx, intensity_changed(images))
+                     if any(c.augmented for c in self.criteria) else None)
+        views = TargetViews(prob, flipped, augmented, self.threshold)
+        metrics = {"target_fg_fraction": float(views.binary.mean())}
+        metrics.update({c.name: c.score(views) for c in self.criteria})
         for prior in self.priors:
-            value = prior.score(binary)
+            value = prior.score(views.binary)
             if isinstance(value, tuple):
                 value, parts = value
                 metrics.update({f"{prior.name}/{k}": float(v) for k, v in parts.items()
@@ -95,6 +84,6 @@ class TargetCriteriaMonitor(Monitor):
             metrics[prior.name] = float(value)
         grids = {}
         if ctx.want_images:
-            z = int(np.argmax(binary.reshape(len(binary), -1).sum(1)))
+            z = int(np.argmax(views.binary.reshape(len(prob), -1).sum(1)))
             grids["target"] = image_grid(images[z], prob[z])
         return MonitorResult(metrics, grids)

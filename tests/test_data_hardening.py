@@ -85,6 +85,7 @@ def test_predict_cli_refuses_nan_volume(monkeypatch, capsys, tmp_path):
     image = _float_volume()
     image[0, 1, 1] = np.nan
     tifffile.imwrite(tmp_path / "in.tif", image, photometric="minisblack")
+    monkeypatch.setattr("domadapt.api.checkpoint_of", lambda ref: ref)  # no checkpoint file needed
     monkeypatch.setattr("domadapt.predict.model_from_checkpoint", lambda _: (
         build_unet("unet", 4, 2, "batch").eval(), {"pixel_size_nm": 5.0}))
     code, _, err = run_cli(monkeypatch, capsys, "predict", "--checkpoint", "c.pt", "--input",

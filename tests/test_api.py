@@ -37,7 +37,7 @@ def test_predict_file_writes_the_same_probabilities(finished, tmp_path):
     _, folder = finished
     model = domadapt.load_model(folder)
     volume = np.random.default_rng(0).integers(0, 255, (3, 96, 80), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "in.tif", volume)
+    tifffile.imwrite(tmp_path / "in.tif", volume, photometric="minisblack")
     out = model.predict_file(tmp_path / "in.tif", tmp_path / "out.tif", progress=False)
     written = tifffile.imread(out)
     assert written.shape == volume.shape and written.dtype == np.uint8

@@ -12,27 +12,14 @@ tiles and resampled back, exactly as the run predicted its target test volume.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
-from domadapt.errors import RunFolderError
+from domadapt.training.checkpoint import checkpoint_of
 
-
-def checkpoint_of(ref: str | Path) -> Path:
-    """A finished run folder's selected checkpoint, or the checkpoint file given."""
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        metrics = path / "metrics.json"
-        if not metrics.is_file():
-            raise RunFolderError(f"{path} is not a finished domadapt run folder (no metrics.json).")
-        chosen = Path(json.loads(metrics.read_text())["selected_checkpoint"])
-        return chosen if chosen.is_absolute() else path / chosen
-    if not path.is_file():
-        raise RunFolderError(f"{path}: no such run folder or checkpoint.")
-    return path
+__all__ = ["Model", "checkpoint_of", "load_model"]
 
 
 class Model:
@@ -92,7 +79,6 @@ class Model:
                               amp=dev.type == "cuda", progress=progress,
                               name=Path(input_path).name, **settings)
 
-
     def predict_instances(self, input_path: str | Path, output: str | Path, *,
                           voxel_size: tuple[float, float, float] | None = None,
                           key: str | None = None, measure: str | Path | None = None,
@@ -105,7 +91,9 @@ class Model:
 
         from domadapt.instances import instances
         from domadapt.morphometrics import measure_to_files, write_labels
+        from domadapt.predict import refuse_unsafe_output
 
+        refuse_unsafe_output(input_path, output)  # the temporary binary file is checked on its own
         output = Path(output)
         binary = output.with_name(output.name + ".binary.tif")
         try:

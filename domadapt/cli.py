@@ -130,14 +130,13 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
 def predict(checkpoint, input_path, output, voxel_size, key, binary, threshold, device, bf16,
             instances, measure_csv, quiet) -> None:
     """Segment a volume with a checkpoint (tiled, bounded memory)."""
-    from domadapt.predict import predict_file, refuse_unsafe_output
+    from domadapt.predict import predict_file
 
     if measure_csv and not instances:
         raise DataError("--measure needs --instances: measurements are per mitochondrion.")
     if instances:
         from domadapt.api import load_model
 
-        refuse_unsafe_output(input_path, output)
         out = load_model(checkpoint).predict_instances(
             input_path, output, voxel_size=_voxel_size(voxel_size), key=key, measure=measure_csv,
             threshold=threshold, device=device, progress=not quiet)

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from domadapt.api import checkpoint_of
 from domadapt.config import RunConfig, config_from_plain, save_config
 from domadapt.data.patches import PatchSampler
 from domadapt.data.prepare import load_target, prepare_labeled
@@ -36,7 +35,7 @@ from domadapt.inference import harmonize_image
 from domadapt.models.spec import harmonizer_from_spec, is_unet, unet_from_spec, unet_spec
 from domadapt.pipeline import resolve_device, score_target
 from domadapt.strategies.base import FitResult, supervised_stage
-from domadapt.training.checkpoint import load_checkpoint
+from domadapt.training.checkpoint import checkpoint_of, load_checkpoint
 from domadapt.training.losses import segmentation_loss
 from domadapt.training.monitors import SourceValMonitor
 from domadapt.training.trainer import Trainer

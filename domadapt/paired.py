@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from domadapt.reporting import column_of, finished_value
+
 SOURCE_ONLY = "source-only"
 PAIRED_COLUMN = "paired_diff_vs_source_only"
 
@@ -36,40 +38,29 @@ def verdict(low: float, high: float) -> str:
     return "win" if low > 0 else "loss" if high < 0 else "no difference shown"
 
 
-def _value(row: dict, metric: str) -> float | None:
-    value = row.get(metric)
-    if row.get("status") != "finished" or not isinstance(value, (int, float)) or isinstance(value, bool):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _column(row: dict) -> str:
-    return SOURCE_ONLY if row.get("role") == SOURCE_ONLY else str(row.get("method"))
-
-
 def add_paired_column(rows: list[dict], metric: str) -> None:
     """Each finished method run gets ``paired_diff_vs_source_only``: its ``metric`` minus that
     of the source-only run of the same pair and seed (absent when that run is missing)."""
-    reference = {(r.get("pair"), r.get("seed")): _value(r, metric) for r in rows
-                 if _column(r) == SOURCE_ONLY}
+    reference = {(r.get("pair"), r.get("seed")): finished_value(r, metric) for r in rows
+                 if column_of(r) == SOURCE_ONLY}
     for row in rows:
         if row.get("role") != "method":
             continue
-        value, base = _value(row, metric), reference.get((row.get("pair"), row.get("seed")))
+        value, base = finished_value(row, metric), reference.get((row.get("pair"), row.get("seed")))
         row[PAIRED_COLUMN] = None if value is None or base is None else value - base
 
 
 def paired_differences(rows: list[dict], metric: str) -> dict[tuple[str, str], dict[str, Any]]:
     """(pair, method) -> {"mean", "low", "high", "n", "seeds", "verdict"} over matched seeds."""
-    reference = {(r.get("pair"), r.get("seed")): _value(r, metric) for r in rows
-                 if _column(r) == SOURCE_ONLY}
+    reference = {(r.get("pair"), r.get("seed")): finished_value(r, metric) for r in rows
+                 if column_of(r) == SOURCE_ONLY}
     diffs: dict[tuple[str, str], list[tuple[Any, float]]] = {}
     for row in rows:
         if row.get("role") != "method":
             continue
-        value, base = _value(row, metric), reference.get((row.get("pair"), row.get("seed")))
+        value, base = finished_value(row, metric), reference.get((row.get("pair"), row.get("seed")))
         if value is not None and base is not None:
-            diffs.setdefault((row["pair"], _column(row)), []).append((row.get("seed"), value - base))
+            diffs.setdefault((row["pair"], column_of(row)), []).append((row.get("seed"), value - base))
     out = {}
     for key, items in diffs.items():
         mean, low, high = t_interval([d for _, d in items])

@@ -198,10 +198,14 @@ def run_trust_panel(cfg: RunConfig, fit: FitResult, data: PreparedData, run_dir:
         pages = np.unique(np.linspace(0, len(tif.pages) - 1, min(TRUST_SLICES, len(tif.pages)))
                           .astype(int))
         prediction = np.stack([tif.pages[int(i)].asarray() for i in pages])
-    chosen = next((r for r in fit.stages[-1].history if r["step"] == fit.selected_step), {})
     test = data.target_test_original.image
     return trust_panel(prediction, cfg.inference.threshold, tuple(test.voxel_size_nm[1:]),
-                       data.source_train.mask, cfg.data.pixel_size_nm, chosen)
+                       data.source_train.mask, cfg.data.pixel_size_nm, chosen_record(fit))
+
+
+def chosen_record(fit: FitResult) -> dict:
+    """The final stage's evaluation record of the chosen checkpoint ({} if none matches)."""
+    return next((r for r in fit.stages[-1].history if r["step"] == fit.selected_step), {})
 
 
 def _refuse_unsupported_criterion(cfg: RunConfig, data: PreparedData) -> None:
@@ -264,8 +268,7 @@ def _predict_target_test(cfg: RunConfig, fit: FitResult, test: TargetTest, run_d
 
 def _metrics(cfg: RunConfig, fit: FitResult, scores: dict, device, wall: float,
              world_size: int) -> dict:
-    last = fit.stages[-1]
-    chosen = next((r for r in last.history if r["step"] == fit.selected_step), {})
+    chosen = chosen_record(fit)
     return {
         "target_iou": scores.get("iou"),
         "target_dice": scores.get("dice"),

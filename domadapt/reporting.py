@@ -31,7 +31,6 @@ import numpy as np
 
 from domadapt.data.volume import IGNORE_LABEL
 from domadapt.errors import ConfigError, DataError
-from domadapt.paired import add_paired_column, interval_cell, paired_differences
 
 #: results.csv columns, in this order; ``regret/<criterion>`` (sorted), then any other key (sorted).
 RESULT_COLUMNS: list[str] = [
@@ -217,14 +216,15 @@ def aggregate(rows: list[dict], metric: str = DEFAULT_METRIC) -> dict[tuple[str,
 def _aggregate(rows: Iterable[dict], metric: str, key: Callable[[dict], Any]) -> dict[Any, Stats]:
     groups: dict[Any, list[tuple[Any, float]]] = {}
     for row in rows:
-        value = _value(row, metric)
+        value = finished_value(row, metric)
         if value is not None:
             groups.setdefault(key(row), []).append((row.get("seed"), value))
     return {k: _stats([v for _, v in sorted(g, key=lambda sv: _seed_order(sv[0]))])
             for k, g in groups.items()}
 
 
-def _value(row: dict, metric: str) -> float | None:
+def finished_value(row: dict, metric: str) -> float | None:
+    """The row's ``metric`` as a finite float, or None for an unfinished run or a missing value."""
     value = row.get(metric)
     if row.get("status") != "finished" or value is None or isinstance(value, bool):
         return None
@@ -298,6 +298,8 @@ def _results_section(rows: list[dict], published: dict | None, metric: str) -> s
                if any(pair in s["results"] for pair in grid.pairs)]
     header = ["pair", *grid.methods, *(REFERENCE_HEADERS[c] for c in grid.references),
               *(f"{s['name']} [^{i}]" for i, s in enumerate(sources, 1))]
+    from domadapt.paired import paired_differences  # it reads rows through this module
+
     paired = paired_differences(rows, metric)
     body = []
     for pair in grid.pairs:
@@ -320,6 +322,8 @@ def _results_section(rows: list[dict], published: dict | None, metric: str) -> s
 
 def _paired_section(rows: list[dict], metric: str) -> str:
     """Every method minus source-only on the same pair and seed, with its 95 % t-interval."""
+    from domadapt.paired import interval_cell, paired_differences
+
     grid, paired = _Grid(rows, metric), paired_differences(rows, metric)
     if not paired:
         return ""
@@ -587,6 +591,8 @@ def write_report(rows: list[dict], out_dir: str | Path, published: dict | str | 
     out.mkdir(parents=True, exist_ok=True)
     if published is not None and not isinstance(published, dict):
         published = load_published(published)
+    from domadapt.paired import add_paired_column
+
     rows = [dict(r) for r in rows]
     add_paired_column(rows, metric)
     written = {"results.csv": write_results_csv(rows, out / "results.csv"),

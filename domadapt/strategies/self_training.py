@@ -30,7 +30,6 @@ label; the checkpoint (the teacher's weights) is chosen by ``selection.criterion
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,7 +58,7 @@ from domadapt.strategies.base import (
     train_settings,
 )
 from domadapt.strategies.style_transfer import fixed_patches
-from domadapt.training.checkpoint import load_checkpoint
+from domadapt.training.checkpoint import checkpoint_of, load_checkpoint
 from domadapt.training.losses import segmentation_loss
 from domadapt.training.mean_teacher import (
     ema_update,
@@ -137,12 +136,11 @@ def harmonized_target(module: nn.Module | None, domains: Domains, cfg: RunConfig
 def reused_segmenter(run_dir: Path, cfg: RunConfig) -> nn.Module:
     """The segmenter a finished run selected (its metrics.json names the checkpoint)."""
     key = "self_training.segmenter_from"
-    metrics = run_dir / "metrics.json"
-    if not metrics.is_file():
-        raise RunFolderError(f"{key}: {run_dir} is not a finished run (no metrics.json); give the "
-                             "folder of a finished baseline run of the same source.")
-    path = Path(json.loads(metrics.read_text())["selected_checkpoint"])
-    payload = load_checkpoint(path if path.is_absolute() else run_dir / path)
+    try:
+        payload = load_checkpoint(checkpoint_of(run_dir))
+    except RunFolderError as exc:
+        raise RunFolderError(f"{key}: {exc} Give the folder of a finished baseline run of the "
+                             "same source.") from None
     check_reusable(payload, cfg, run_dir, key)
     if "harmonizer" in payload:
         raise ConfigError(f"{key}: {run_dir} segments harmonized images; start from a run that "

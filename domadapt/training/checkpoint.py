@@ -8,6 +8,7 @@ nothing else.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from domadapt.errors import CheckpointError, write_failure
+from domadapt.errors import CheckpointError, RunFolderError, write_failure
 
 FORMAT = "domadapt-checkpoint-v1"
 
@@ -57,3 +58,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"'{path}' is not a domadapt checkpoint (no '{FORMAT}' marker).")
     return payload
+
+
+def checkpoint_of(ref: str | Path) -> Path:
+    """A finished run folder's selected checkpoint, or the checkpoint file given."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        metrics = path / "metrics.json"
+        if not metrics.is_file():
+            raise RunFolderError(f"{path} is not a finished domadapt run folder (no metrics.json).")
+        chosen = Path(json.loads(metrics.read_text())["selected_checkpoint"])
+        return chosen if chosen.is_absolute() else path / chosen
+    if not path.is_file():
+        raise RunFolderError(f"{path}: no such run folder or checkpoint.")
+    return path

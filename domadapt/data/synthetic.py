@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from domadapt.data.synthetic_geometry import Geometry, Scene, build_scene, rng_stream, smooth_noise
+from domadapt.data.synthetic_cell import CellGeometry
+from domadapt.data.synthetic_geometry import Geometry, Scene, rng_stream, smooth_noise
 from domadapt.data.volume import Volume
 from domadapt.errors import ConfigError, DataError
 
@@ -56,6 +57,9 @@ class Appearance:
     vesicle_stain: float = -0.1
     vesicle_rim_stain: float = 0.5
     cell_tone: float = 0.08
+    nucleus_stain: float = 0.12  # nucleoplasm (euchromatin); only cultured-cell fields have one
+    chromatin_stain: float = 0.5  # heterochromatin clumps and nucleoli, on top of nucleoplasm
+    lipid_stain: float = 0.75
     texture: float = 0.1
     texture_scale_nm: float = 15.0
     noise: str = "gaussian"
@@ -78,6 +82,7 @@ class SyntheticDomain:
     geometry: Geometry
     appearance: Appearance
     description: str = ""
+    field_nm: float = DEFAULT_FIELD_NM  # y/x field of view of a default volume
 
 
 def _over(stain: np.ndarray, value, alpha: np.ndarray) -> np.ndarray:
@@ -97,6 +102,11 @@ def _stain(scene: Scene, app: Appearance, rng) -> np.ndarray:
     s = _over(s, app.er_stain, scene.er)
     s = _over(s, app.vesicle_stain, np.clip((scene.vesicle - 0.25) / 0.2, 0, 1))
     s = _over(s, app.vesicle_rim_stain, np.exp(-(((scene.vesicle - 0.12) / 0.12) ** 2)))
+    if scene.nucleus is not None:
+        nucleus = app.nucleus_stain + app.chromatin_stain * scene.chromatin + 0.5 * app.texture * tex
+        s = _over(s, nucleus, scene.nucleus)
+        s = _over(s, app.membrane_stain, scene.envelope)
+        s = _over(s, app.lipid_stain + 0.2 * app.texture * tex, scene.lipid)
     mito = app.mito_stain + app.cristae_stain * scene.cristae + 0.6 * app.texture * tex
     return _over(np.where(scene.mask, mito, s), app.mito_rim_stain, scene.mito_rim)
 
@@ -128,7 +138,7 @@ def render(domain: SyntheticDomain, shape: tuple[int, int, int] = DEFAULT_SHAPE,
         dims = ()
     if len(dims) != 3 or min(dims) < 1:
         raise DataError(f"A synthetic shape must be three positive ints z,y,x, got {shape!r}.")
-    scene = build_scene(domain.geometry, dims, seed)  # type: ignore[arg-type]
+    scene = domain.geometry.build(dims, seed)  # type: ignore[arg-type]
     return paint(scene, domain.appearance, seed), scene.mask.astype(np.uint8)
 
 
@@ -164,17 +174,27 @@ SYNTHETIC_DOMAINS: dict[str, SyntheticDomain] = {d.name: d for d in (
                    slice_jitter=0.03),
         "Drosophila VNC-like ssTEM: 45x4.6x4.6 nm, neurites across the sections, Poisson "
         "noise, strong blur, light busy background, many vesicles."),
+    SyntheticDomain(
+        "synth-cell", CellGeometry(),
+        Appearance(background=0.74, contrast=0.7, gamma=1.1, membrane_stain=0.8, mito_stain=0.55,
+                   mito_rim_stain=0.85, cristae_stain=-0.25, blob_stain=0.6, er_stain=0.6,
+                   vesicle_stain=0.05, vesicle_rim_stain=0.6, cell_tone=0.3, texture=0.12,
+                   texture_scale_nm=25.0, nucleus_stain=0.3, chromatin_stain=0.45,
+                   lipid_stain=0.8, noise_level=0.07, blur_px=0.9, slice_jitter=0.02),
+        "Cultured-cell SBF-SEM: 40x10x10 nm, one flat cell over an 8 µm field with a large "
+        "nucleus (chromatin clumps, nucleoli, envelope with pores), lipid droplets, lysosomes, "
+        "ER sheets and Golgi stacks; only mitochondria are labeled.", field_nm=8000.0),
 )}
 
 
 def default_shape(domain: SyntheticDomain) -> tuple[int, int, int]:
-    """DEFAULT_SLICES slices covering DEFAULT_FIELD_NM in y and x at the domain's voxel size.
+    """DEFAULT_SLICES slices covering the domain's field of view in y and x at its voxel size.
 
     A fixed physical field of view (not a fixed pixel count) keeps the amount of
     tissue, and so the number of mitochondria, comparable across domains.
     """
     _, vy, vx = domain.geometry.voxel_size_nm
-    return DEFAULT_SLICES, round(DEFAULT_FIELD_NM / vy), round(DEFAULT_FIELD_NM / vx)
+    return DEFAULT_SLICES, round(domain.field_nm / vy), round(domain.field_nm / vx)
 
 
 def domain_names() -> list[str]:

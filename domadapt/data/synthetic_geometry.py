@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 
 from domadapt.data.volume import check_voxel_size
 
-_GAP_NM = 12.0  # clearance between objects and from cell membranes
+GAP_NM = 12.0  # clearance between objects and from cell membranes
 Range = tuple[float, float]
 
 
@@ -50,6 +50,10 @@ class Geometry:
     er_per_um3: float = 40.0
     er_radius_nm: float = 15.0
 
+    def build(self, shape: tuple[int, int, int], seed: int) -> Scene:
+        """Lay out this geometry; a subclass with another tissue layout overrides this."""
+        return build_scene(self, shape, seed)
+
 
 @dataclass
 class Scene:
@@ -64,17 +68,22 @@ class Scene:
     er: np.ndarray
     vesicle: np.ndarray  # 1 - distance/radius to the nearest vesicle (< 0 outside)
     voxel_size_nm: tuple[float, float, float]
+    # Only in cultured-cell fields (domadapt.data.synthetic_cell); None elsewhere.
+    nucleus: np.ndarray | None = None  # inside the nucleus
+    chromatin: np.ndarray | None = None  # chromatin density inside the nucleus
+    envelope: np.ndarray | None = None  # nuclear envelope, a double membrane with pores
+    lipid: np.ndarray | None = None  # lipid droplets
 
 
 def rng_stream(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) % 2**64, stream])
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
+def unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
-def _axis(n: int, step: float, axis: int, start: int = 0, stride: int = 1) -> np.ndarray:
+def axis_coords(n: int, step: float, axis: int, start: int = 0, stride: int = 1) -> np.ndarray:
     """Physical coordinates (float32) of voxels along one axis, shaped to broadcast in 3D."""
     coords = np.arange(start, n, stride, dtype=np.float32) * np.float32(step)
     return coords.reshape([-1 if k == axis else 1 for k in range(3)])
@@ -148,7 +157,7 @@ def _polyline(g: list[np.ndarray], pts: np.ndarray) -> tuple[np.ndarray, np.ndar
     return best, axial
 
 
-def _stamp_spheres(centers: np.ndarray, radii: np.ndarray, shape, vox) -> np.ndarray:
+def stamp_spheres(centers: np.ndarray, radii: np.ndarray, shape, vox) -> np.ndarray:
     """Max over spheres of 1 - distance/radius, vectorised over all spheres at once."""
     out = np.full(int(np.prod(shape)), -1.0, np.float32)
     if len(centers):
@@ -169,7 +178,7 @@ def _stamp_spheres(centers: np.ndarray, radii: np.ndarray, shape, vox) -> np.nda
     return out.reshape(shape)
 
 
-class _Builder:
+class Builder:
     """Places objects into one volume; holds the shared fields so each step stays small."""
 
     def __init__(self, geo: Geometry, shape: tuple[int, int, int], rng) -> None:
@@ -190,7 +199,7 @@ class _Builder:
         geo, rng = self.geo, self.rng
         mid = (max(1, round(2 * self.vox[1] / self.vox[0])), 2, 2)
         mshape = tuple((n - 1) // m + 2 for n, m in zip(self.shape, mid))
-        axis = _unit(np.array(geo.neurite_axis, float))[:, None]
+        axis = unit(np.array(geo.neurite_axis, float))[:, None]
         squash = np.eye(3) - (1 - 1 / geo.cell_elongation) * axis @ axis.T
         corners = np.array(np.meshgrid(*[[0, e] for e in self.extent])).reshape(3, -1).T @ squash
         lo, hi = corners.min(0) - geo.cell_diameter_nm, corners.max(0) + geo.cell_diameter_nm
@@ -198,7 +207,7 @@ class _Builder:
         seeds = rng.uniform(lo, hi, (n, 3)).astype(np.float32)
         weights = (geo.cell_diameter_nm * 0.4 * rng.random(n) ** 3).astype(np.float32)
         labels, warp = self.candidates(seeds, weights, squash, mshape, mid)
-        pos = [_axis(m, float(v * s), k) + w
+        pos = [axis_coords(m, float(v * s), k) + w
                for k, (m, v, s, w) in enumerate(zip(mshape, self.vox, mid, warp))]
         pos = [sum(np.float32(q) * pk for q, pk in zip(row, pos)) for row in squash]
         wall, owner = _walls(pos, labels, seeds, weights)
@@ -256,7 +265,7 @@ class _Builder:
         if np.any(hi <= lo):
             return None, None
         sl = tuple(slice(a, b, s) for a, b, s in zip(lo, hi, strides))
-        return sl, [_axis(b, v, k, a, s)
+        return sl, [axis_coords(b, v, k, a, s)
                     for k, (a, b, s, v) in enumerate(zip(lo, hi, strides, self.vox))]
 
     def clear(self, sl, region: np.ndarray) -> bool:
@@ -280,32 +289,38 @@ class _Builder:
     def one_mito(self, budget: float) -> int:
         """Try one mitochondrion; returns its voxel count (0 when it did not fit)."""
         geo, rng = self.geo, self.rng
-        margin = geo.membrane_nm + 2 * _GAP_NM
+        margin = geo.membrane_nm + 2 * GAP_NM
         c = self.site(geo.mito_width_nm[0] / 2 + margin)
         if c is None:
             return 0
         r = min(rng.uniform(*geo.mito_width_nm) / 2, self.lookup(c) - margin)
-        u = _unit(rng.standard_normal(3) + geo.mito_alignment * _unit(np.array(geo.neurite_axis)))
+        u = self.direction()
         ends = [self.grow(c, s * u, rng.uniform(*geo.mito_length_nm) / 2 - r, r) for s in (1, -1)]
-        bend = np.cross(u, _unit(rng.standard_normal(3))) * rng.uniform(0, 0.15)
+        bend = np.cross(u, unit(rng.standard_normal(3))) * rng.uniform(0, 0.15)
         pts = np.array([ends[1], (ends[0] + ends[1]) / 2
                         + bend * np.linalg.norm(ends[0] - ends[1]), ends[0]])
-        sl, g = self.box(pts, 1.1 * r + _GAP_NM, coarse=True)
-        if sl is None or not self.clear(sl, _polyline(g, pts)[0] < 1.1 * r + _GAP_NM):
+        sl, g = self.box(pts, 1.1 * r + GAP_NM, coarse=True)
+        if sl is None or not self.clear(sl, _polyline(g, pts)[0] < 1.1 * r + GAP_NM):
             return 0  # cheap strided pre-check before the full-resolution one
-        sl, g = self.box(pts, 1.1 * r + _GAP_NM + geo.mito_rim_nm)
+        sl, g = self.box(pts, 1.1 * r + GAP_NM + geo.mito_rim_nm)
         dist, axial = _polyline(g, pts)
         r = r * (1 + 0.06 * np.sin(axial / (0.5 * r) + rng.uniform(0, 2 * np.pi)))
-        if not self.clear(sl, dist < r + _GAP_NM) or np.count_nonzero(dist < r) > budget:
+        if not self.clear(sl, dist < r + GAP_NM) or np.count_nonzero(dist < r) > budget:
             return 0
         return self.draw_mito(sl, g, dist, axial, r, pts[1], u)
+
+    def direction(self) -> np.ndarray:
+        """Long axis of a new mitochondrion: tilted towards the neurite axis."""
+        geo = self.geo
+        return unit(self.rng.standard_normal(3)
+                     + geo.mito_alignment * unit(np.array(geo.neurite_axis)))
 
     def draw_mito(self, sl, g, dist, axial, r, c, u) -> int:
         """Write mask, double membrane and cristae (wavy lamellae across the long axis)."""
         geo, rng = self.geo, self.rng
         inside, depth, w = dist < r, r - dist, geo.mito_rim_nm / 2
         np.maximum(self.rim[sl], np.exp(-(((depth - w) / w) ** 2)), out=self.rim[sl])
-        v, tilt = _unit(np.cross(u, rng.standard_normal(3))), rng.uniform(0.15, 0.6)
+        v, tilt = unit(np.cross(u, rng.standard_normal(3))), rng.uniform(0.15, 0.6)
         across = sum((gk - ck) * vk for gk, ck, vk in zip(g, c, v))
         wave = 0.25 * geo.cristae_period_nm * np.sin(across / (0.3 * r.max()) + rng.uniform(0, 7))
         phase = (axial * np.cos(tilt) + across * np.sin(tilt) + wave) / geo.cristae_period_nm
@@ -313,14 +328,14 @@ class _Builder:
         stripes *= depth > 1.5 * geo.mito_rim_nm
         self.cristae[sl] = np.where(inside, stripes, self.cristae[sl])
         self.mask[sl] |= inside
-        self.occupied[sl] |= dist < r + _GAP_NM
+        self.occupied[sl] |= dist < r + GAP_NM
         return int(inside.sum())
 
     def grow(self, c: np.ndarray, u: np.ndarray, half: float, r: float) -> np.ndarray:
         """Extend an axis from c along u while a tube of radius r stays inside its cell."""
         step, reach = max(r / 2, 10.0), 0.0
         while reach + step <= half:
-            if self.lookup(c + (reach + step) * u) < 1.1 * r + self.geo.membrane_nm + 2 * _GAP_NM:
+            if self.lookup(c + (reach + step) * u) < 1.1 * r + self.geo.membrane_nm + 2 * GAP_NM:
                 break
             reach += step
         return c + reach * u
@@ -329,28 +344,28 @@ class _Builder:
         """Dark ellipsoids (lysosome-like): mitochondria look-alikes without rim or cristae."""
         geo, rng = self.geo, self.rng
         for _ in range(rng.poisson(geo.blobs_per_um3 * self.um3)):
-            c = self.site(geo.blob_radius_nm[0] + geo.membrane_nm + _GAP_NM)
+            c = self.site(geo.blob_radius_nm[0] + geo.membrane_nm + GAP_NM)
             if c is None:
                 continue
-            r = min(rng.uniform(*geo.blob_radius_nm), self.lookup(c) - geo.membrane_nm - _GAP_NM)
+            r = min(rng.uniform(*geo.blob_radius_nm), self.lookup(c) - geo.membrane_nm - GAP_NM)
             rot = np.linalg.qr(rng.standard_normal((3, 3)))[0] / (r * rng.uniform(0.5, 1, 3))
-            sl, g = self.box(c[None], r + _GAP_NM)
+            sl, g = self.box(c[None], r + GAP_NM)
             if sl is None:
                 continue
             rel = [gk - ck for gk, ck in zip(g, c)]
             q = np.sqrt(sum(sum(rel[k] * rot[k, j] for k in range(3)) ** 2 for j in range(3)))
             sd = (q - 1) * r / 2  # roughly the distance (nm) outside the surface
-            if self.clear(sl, sd < _GAP_NM):
+            if self.clear(sl, sd < GAP_NM):
                 np.maximum(self.blob[sl], np.clip(0.5 - sd / 6.0, 0, 1), out=self.blob[sl])
-                self.occupied[sl] |= sd < _GAP_NM
+                self.occupied[sl] |= sd < GAP_NM
 
     def endoplasmic_reticulum(self) -> None:
         """Thin dark random-walk strands: dark, non-mitochondrial texture."""
         geo, rng, r = self.geo, self.rng, self.geo.er_radius_nm
         for _ in range(rng.poisson(geo.er_per_um3 * self.um3)):
-            p, u = self.site(r + geo.membrane_nm + _GAP_NM), _unit(rng.standard_normal(3))
+            p, u = self.site(r + geo.membrane_nm + GAP_NM), unit(rng.standard_normal(3))
             for _seg in range(int(rng.integers(3, 9)) if p is not None else 0):
-                u = _unit(u + rng.normal(0, 0.6, 3))
+                u = unit(u + rng.normal(0, 0.6, 3))
                 q = p + u * rng.uniform(100, 250)
                 sl, g = self.box(np.array([p, q]), r + 10)
                 if sl is None or self.lookup(q) < r + geo.membrane_nm:
@@ -377,7 +392,7 @@ class _Builder:
         keep = [k for k, p in enumerate(pts) if k not in close and not self.occupied[tuple(idx[k])]
                 and self.lookup(p) > geo.vesicle_radius_nm[1] + geo.membrane_nm]
         radii = rng.uniform(*geo.vesicle_radius_nm, len(keep))
-        return _stamp_spheres(pts[keep], radii, self.shape, self.vox)
+        return stamp_spheres(pts[keep], radii, self.shape, self.vox)
 
     def synapse(self, c: np.ndarray, spread: float) -> None:
         """Thicken the membrane next to a vesicle cluster (a synaptic density)."""
@@ -391,7 +406,7 @@ class _Builder:
 
 def build_scene(geometry: Geometry, shape: tuple[int, int, int], seed: int = 0) -> Scene:
     """Lay out cells and organelles; depends only on geometry, shape and seed."""
-    b = _Builder(geometry, shape, rng_stream(seed, 1))
+    b = Builder(geometry, shape, rng_stream(seed, 1))
     b.cells()
     b.blobs()
     b.mitochondria()

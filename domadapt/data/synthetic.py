@@ -184,6 +184,23 @@ SYNTHETIC_DOMAINS: dict[str, SyntheticDomain] = {d.name: d for d in (
         "Cultured-cell SBF-SEM: 40x10x10 nm, one flat cell over an 8 µm field with a large "
         "nucleus (chromatin clumps, nucleoli, envelope with pores), lipid droplets, lysosomes, "
         "ER sheets and Golgi stacks; only mitochondria are labeled.", field_nm=8000.0),
+    SyntheticDomain(
+        "synth-cell-tem",
+        CellGeometry(voxel_size_nm=(50.0, 8.0, 8.0), cell_radius_nm=(3600.0, 4600.0),
+                     nucleus_radius_nm=(1800.0, 2500.0), nucleus_height_nm=1600.0,
+                     mito_width_nm=(180.0, 380.0), mito_length_nm=(500.0, 2500.0),
+                     mito_fraction=0.06, lipid_per_um3=0.4, lipid_radius_nm=(120.0, 350.0),
+                     blobs_per_um3=0.6, er_sheets_per_um3=0.7, golgi_per_um3=0.06),
+        Appearance(background=0.8, contrast=0.75, gamma=0.85, membrane_stain=0.9, mito_stain=0.6,
+                   mito_rim_stain=0.9, cristae_stain=-0.35, blob_stain=0.7, er_stain=0.7,
+                   vesicle_stain=-0.1, vesicle_rim_stain=0.7, cell_tone=0.2, texture=0.08,
+                   texture_scale_nm=20.0, nucleus_stain=0.08, chromatin_stain=0.7,
+                   lipid_stain=0.45, noise="poisson", noise_level=0.09, blur_px=1.3,
+                   slice_jitter=0.03),
+        "Another cell and stain, TEM-like: 50x8x8 nm, smaller mitochondria with light "
+        "cristae, a pale nucleus with dark heterochromatin, grey lipid droplets, Poisson "
+        "noise; a labeled source with large look-alikes for cultured-cell targets.",
+        field_nm=6400.0),
 )}
 
 

@@ -60,24 +60,47 @@ class Model:
                      voxel_size: tuple[float, float, float] | None = None, key: str | None = None,
                      binary: bool = False, threshold: float | None = None, device: str = "auto",
                      progress: bool = True, cpu_bf16: bool | None = None) -> Path:
-        """Predict a volume file (tif, folder of slices, h5, zarr) into a uint8 tif, slice by
-        slice in bounded memory; an output that would overwrite the input is refused."""
-        from domadapt.data.io import lazy_image
-        from domadapt.inference import predict_to_tif
+        """Predict a volume file (tif, folder of slices, h5, zarr, OME-Zarr) into uint8
+        (0-255 probability, or 0/255 with ``binary``), slice by slice in bounded memory.
+
+        The output's suffix picks its format: ``.tif``, ``.h5`` or ``.ome.zarr``; the last
+        two resume after a kill (finished slices are kept). ``voxel_size`` defaults to the
+        input's own (OME-Zarr scale, HDF5 ``element_size_um``), else the model's pixel
+        size. An output that would overwrite the input is refused.
+        """
+        from domadapt.data.io import lazy_image, stored_voxel_size
+        from domadapt.data.writers import open_writer, output_kind
+        from domadapt.inference import predict_to_tif, predict_to_writer
         from domadapt.pipeline import resolve_device
         from domadapt.predict import refuse_unsafe_output
 
         refuse_unsafe_output(input_path, output)
+        kind = output_kind(output)
         dev = resolve_device(device)
         settings = dict(self.settings)
         if cpu_bf16 is not None:
             settings["cpu_bf16"] = cpu_bf16
-        return predict_to_tif(self.net, lazy_image(input_path, key=key), output, binary=binary,
-                              threshold=self.threshold if threshold is None else threshold,
-                              voxel_size_nm=self._voxel(voxel_size),
-                              model_pixel_nm=self.pixel_size_nm, device=dev,
-                              amp=dev.type == "cuda", progress=progress,
-                              name=Path(input_path).name, **settings)
+        voxel = self._voxel(voxel_size or stored_voxel_size(input_path, key))
+        image = lazy_image(input_path, key=key)
+        threshold = self.threshold if threshold is None else threshold
+        options = dict(voxel_size_nm=voxel, model_pixel_nm=self.pixel_size_nm, device=dev,
+                       amp=dev.type == "cuda", progress=progress, name=Path(input_path).name,
+                       **settings)
+        if kind == "tif":
+            return predict_to_tif(self.net, image, output, binary=binary, threshold=threshold,
+                                  **options)
+        shape = (image.shape[0] if len(image.shape) == 3 else 1, *image.shape[-2:])
+        fingerprint = {"model": self._identity(), "input": str(Path(input_path).resolve()),
+                       "key": key, "voxel_size_nm": list(voxel), "binary": binary,
+                       "threshold": threshold, "settings": {k: str(v) for k, v in settings.items()}}
+        writer = open_writer(output, shape, np.uint8, voxel, fingerprint)
+        return predict_to_writer(self.net, image, writer, binary=binary, threshold=threshold,
+                                 **options)
+
+    def _identity(self) -> str:
+        """The checkpoint file as it is now: a retrained model never resumes an old output."""
+        stat = self.source.stat()
+        return f"{self.source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
     def predict_instances(self, input_path: str | Path, output: str | Path, *,
                           voxel_size: tuple[float, float, float] | None = None,
@@ -85,21 +108,25 @@ class Model:
                           threshold: float | None = None, device: str = "auto",
                           progress: bool = True, **instance_options) -> Path:
         """Predict ``input_path``, split the binary prediction into mitochondria instances
-        (uint32 tif with its voxel size; the whole volume is held in memory for this step)
-        and, with ``measure``, write one CSV row per mitochondrion there plus a summary."""
+        (uint32 with its voxel size, tif, h5 or OME-Zarr by suffix; the whole volume is held in
+        memory for this step) and, with ``measure``, write one CSV row per mitochondrion there
+        plus a summary."""
         import tifffile
 
+        from domadapt.data.io import stored_voxel_size
+        from domadapt.data.writers import output_kind
         from domadapt.instances import instances
         from domadapt.morphometrics import measure_to_files, write_labels
         from domadapt.predict import refuse_unsafe_output
 
         refuse_unsafe_output(input_path, output)  # the temporary binary file is checked on its own
+        output_kind(output)
         output = Path(output)
         binary = output.with_name(output.name + ".binary.tif")
+        voxel = self._voxel(voxel_size or stored_voxel_size(input_path, key))
         try:
-            self.predict_file(input_path, binary, voxel_size=voxel_size, key=key, binary=True,
+            self.predict_file(input_path, binary, voxel_size=voxel, key=key, binary=True,
                               threshold=threshold, device=device, progress=progress)
-            voxel = self._voxel(voxel_size)
             labels = instances(tifffile.imread(binary) > 0, voxel, **instance_options)
         finally:
             binary.unlink(missing_ok=True)

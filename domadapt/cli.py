@@ -112,10 +112,13 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
 
 @cli.command()
 @click.option("--checkpoint", required=True, type=click.Path(), help="A domadapt checkpoint.")
-@click.option("--input", "input_path", required=True, type=click.Path(), help="Volume to segment.")
+@click.option("--input", "input_path", required=True, type=click.Path(),
+              help="Volume to segment: tif, folder of slices, h5, zarr or OME-Zarr.")
 @click.option("--output", required=True, type=click.Path(),
-              help="Output tif: uint8 probabilities (or 0/255 masks); uint32 labels with --instances.")
-@click.option("--voxel-size", help="z,y,x in nm of the input (default: the model's pixel size).")
+              help="Output .tif, .h5 or .ome.zarr (the last two resume after a kill): uint8 "
+                   "probabilities (or 0/255 masks); uint32 labels with --instances.")
+@click.option("--voxel-size", help="z,y,x in nm of the input (default: an OME-Zarr's scale or an "
+                                   "h5's element_size_um, else the model's pixel size).")
 @click.option("--key", help="Dataset key inside an h5/zarr input.")
 @click.option("--binary", is_flag=True, help="Write 0/255 masks instead of probabilities.")
 @click.option("--threshold", type=float, default=0.5, show_default=True)

@@ -19,7 +19,7 @@ multiple of 16, so any U-Net with four poolings accepts them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +154,12 @@ def predict_volume(
     progress: bool = False,
     name: str = "input",
     cpu_bf16: bool = False,
+    slices: Sequence[int] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield float32 probability maps, one per z-slice, on the input's original (Y, X) grid.
+
+    ``slices`` limits the prediction to those z indices, in that order (a resumed
+    output predicts only what is missing; normalisation still uses the whole volume).
 
     ``image`` is any (Z, Y, X) array-like indexable by ``image[z]`` (numpy
     array, ``np.memmap``, h5py dataset); a 2D image is treated as one slice.
@@ -184,8 +188,9 @@ def predict_volume(
     factor = scale_factor(voxel_size, model_pixel_nm)
     model.to(device)
     # Validation above runs eagerly; the slices are produced lazily below.
+    todo = range(stack.shape[0]) if slices is None else list(slices)
     return _iter_slices(model, stack, stats, factor, progress,
-                        (tile, overlap, batch_size, device, amp), name, cpu_bf16)
+                        (tile, overlap, batch_size, device, amp), name, cpu_bf16, todo)
 
 
 def _volume_stats(stack: Any, name: str) -> dict:
@@ -203,10 +208,10 @@ def _volume_stats(stack: Any, name: str) -> dict:
 
 def _iter_slices(model: torch.nn.Module, stack: Any, stats: dict, factor: float,
                  progress: bool, slice_args: tuple, name: str,
-                 cpu_bf16: bool) -> Iterator[np.ndarray]:
+                 cpu_bf16: bool, todo: Sequence[int]) -> Iterator[np.ndarray]:
     """The generator behind :func:`predict_volume` (one slice read and held at a time)."""
     fast = inference_copy(model, slice_args[3], cpu_bf16)  # an eval-mode copy: model untouched
-    for z in _progress(range(stack.shape[0]), progress):
+    for z in _progress(todo, progress):
         slice_yx = np.asarray(stack[z])
         check_finite(slice_yx, name, z_offset=z)
         model_input = resample_image(normalize(slice_yx, stats)[None], factor)[0]
@@ -268,6 +273,20 @@ def predict_to_tif(
     return out_path
 
 
+def predict_to_writer(model: torch.nn.Module, image: Any, writer: Any, *, binary: bool = False,
+                      threshold: float = 0.5, **kwargs: Any) -> Path:
+    """Predict the slices a resumable writer (:mod:`domadapt.data.writers`) still lacks, write
+    each as soon as it is done (uint8 as :func:`predict_to_tif`), and complete the output.
+
+    A kill loses at most the slice in flight; the rerun starts where this one stopped.
+    """
+    todo = writer.pending()
+    probs = predict_volume(model, image, slices=todo, **kwargs) if todo else iter(())
+    for z, prob in zip(todo, probs):
+        writer.write(z, _to_uint8(prob, binary, threshold))
+    return writer.finish()
+
+
 def _to_uint8(prob: np.ndarray, binary: bool, threshold: float) -> np.ndarray:
     """One probability slice as uint8: 0/255 when ``binary``, else rounded prob * 255."""
     if binary:
@@ -303,7 +322,7 @@ def _run_model(model: torch.nn.Module, batch: np.ndarray, device: str | torch.de
     return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
 
 
-def _progress(items: range, enabled: bool) -> Any:
+def _progress(items: Sequence[int], enabled: bool) -> Any:
     """Wrap ``items`` in a tqdm bar when ``enabled``."""
     if not enabled:
         return items

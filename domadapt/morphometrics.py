@@ -99,10 +99,14 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
 
 
 def write_labels(labels: np.ndarray, path: str | Path, voxel_size_nm) -> Path:
-    """A uint32 (Z, Y, X) label tif with its voxel size (µm, as Fiji and napari read it),
-    written atomically."""
+    """uint32 (Z, Y, X) labels with their voxel size, written atomically: a tif (µm, as Fiji
+    and napari read it), or an ``.h5`` / ``.ome.zarr`` by suffix."""
     import tifffile
 
+    from domadapt.data.writers import output_kind, write_volume
+
+    if output_kind(path) != "tif":
+        return write_volume(path, np.asarray(labels, np.uint32), voxel_size_nm)
     z, y, x = (float(v) / 1000.0 for v in voxel_size_nm)
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")

@@ -29,8 +29,8 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | P
                  voxel_size: list[float] | None = None, key: str | None = None,
                  binary: bool = False, threshold: float = 0.5, device: str = "auto",
                  progress: bool = True, cpu_bf16: bool | None = None) -> Path:
-    """Predict ``input_path`` and write a uint8 tif (``domadapt predict``); the input's voxel
-    size defaults to the model's pixel size (no resampling)."""
+    """Predict ``input_path`` into a uint8 tif, h5 or OME-Zarr (``domadapt predict``); see
+    :meth:`domadapt.api.Model.predict_file`."""
     from domadapt.api import load_model
 
     refuse_unsafe_output(input_path, output)  # before the checkpoint is even read

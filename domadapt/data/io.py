@@ -241,11 +241,65 @@ def _open_zarr(path: Path, key: str | None) -> Any:
     except Exception as exc:
         raise DataError(f"Could not read zarr store {path} ({_short(exc)}).") from None
     if not hasattr(node, "shape"):
+        multiscales = _multiscales(node)
+        if multiscales:  # OME-Zarr image: its full-resolution level
+            return node[multiscales[0]["datasets"][0]["path"]]
         arrays = sorted(name for name, _ in node.arrays())
         if len(arrays) != 1:
             raise DataError(f"Zarr group {path} holds arrays {arrays}; {_NAME_ONE}.")
         node = node[arrays[0]]
     return node
+
+
+def _multiscales(group: Any) -> list:
+    """The OME-Zarr multiscales list of a group (format 0.4 or 0.5), empty when there is none."""
+    attrs = dict(group.attrs)
+    return attrs.get("ome", {}).get("multiscales") or attrs.get("multiscales") or []
+
+
+#: Length units of OME-Zarr axes, in nm.
+_UNIT_NM = {"nanometer": 1.0, "micrometer": 1000.0, "angstrom": 0.1, "millimeter": 1e6}
+
+
+def stored_voxel_size(path: str | Path, key: str | None = None) -> tuple[float, float, float] | None:
+    """The (z, y, x) voxel size in nm a volume file declares, or None.
+
+    OME-Zarr: the scale of the full-resolution level, in its axes' units (none
+    without units: a bare number is not a length). HDF5: an ``element_size_um``
+    attribute (ilastik, Fiji). Other formats carry none that domadapt trusts.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".zarr":
+        return _ome_zarr_voxel(path, key)
+    if suffix in H5_SUFFIXES:
+        dataset = _open_h5(path, key)
+        try:
+            size = dataset.attrs.get("element_size_um")
+            return None if size is None or len(size) != 3 else tuple(float(v) * 1000 for v in size)
+        finally:
+            dataset.file.close()
+    return None
+
+
+def _ome_zarr_voxel(path: Path, key: str | None) -> tuple[float, float, float] | None:
+    import zarr
+
+    group = zarr.open(str(path), mode="r")
+    if key is not None or hasattr(group, "shape"):
+        return None
+    multiscales = _multiscales(group)
+    if not multiscales:
+        return None
+    axes = multiscales[0].get("axes", [])
+    transforms = multiscales[0]["datasets"][0].get("coordinateTransformations", [])
+    scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), None)
+    if scale is None or len(axes) != len(scale):
+        return None
+    space = [(a, s) for a, s in zip(axes, scale) if isinstance(a, dict) and a.get("type") == "space"]
+    if len(space) != 3 or any(a.get("unit") not in _UNIT_NM for a, _ in space):
+        return None
+    return tuple(float(s) * _UNIT_NM[a["unit"]] for a, s in space)
 
 
 def _as_zyx(arr: np.ndarray, path: Path) -> np.ndarray:

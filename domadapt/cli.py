@@ -152,6 +152,31 @@ def predict(checkpoint, input_path, output, voxel_size, key, binary, threshold, 
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.argument("out_zip", type=click.Path())
+@click.option("--sample", type=click.Path(), help="Volume whose middle slice becomes the test input "
+              "(default: the run's target test volume).")
+@click.option("--sample-voxel-size", help="z,y,x in nm of --sample (default: its stored scale).")
+@click.option("--license", "license_id", default="CC-BY-4.0", show_default=True,
+              help="SPDX licence of the weights (mind the training data's licences).")
+@click.option("--author", "authors", multiple=True, help="Author name (repeatable).")
+def export(run_dir, out_zip, sample, sample_voxel_size, license_id, authors) -> None:
+    """Write RUN_DIR's chosen model (or a checkpoint) as a bioimage.io model package (.zip)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bioimageio") is None:
+        raise DataError("Export needs the optional package bioimageio.spec: "
+                        "pip install 'domadapt[bioimageio]'.")
+    from domadapt.export import export_bioimageio
+
+    voxel = _voxel_size(sample_voxel_size)
+    out = export_bioimageio(run_dir, out_zip, sample=sample, license_id=license_id,
+                            sample_voxel_size=tuple(voxel) if voxel else None,
+                            authors=list(authors) or None)
+    click.echo(f"wrote {out}")
+
+
+@cli.command()
 @click.argument("labels", type=click.Path())
 @click.option("--voxel-size", required=True, help="z,y,x in nm of the label volume.")
 @click.option("--out", "out_csv", type=click.Path(), help="CSV path (default: <labels>_mito.csv).")

@@ -46,7 +46,8 @@ def cli() -> None:
 @click.option("--target", default="synth-cortex", show_default=True,
               help="Unlabeled target: a dataset name, a dataset YAML or a volume path.")
 @click.option("--method", default="baseline", show_default=True,
-              help="Adaptation method (configs/methods/).")
+              help="Adaptation method (configs/methods/), or auto: run the portfolio of "
+                   "configs/auto.yaml and keep the model the selection criterion prefers.")
 @click.option("--profile", default="cpu-quick", show_default=True,
               help="Size preset (configs/profiles/): cpu-quick, paper, smoke.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
@@ -86,6 +87,21 @@ def run(source, target, method, profile, config_file, overrides, seed, out, devi
                  "target_voxel_size": _voxel_size(target_voxel_size),
                  "source_mask": source_mask, "target_mask": target_mask}.items() if v is not None},
              "pretrain": {"dataset": pretrain} if pretrain else {}}
+    if method == "auto":
+        from dataclasses import replace
+
+        from domadapt.auto import SOURCE_ONLY, run_auto
+
+        def build(member: str, extra: list[str]):
+            return build_config(profile=profile, method=member, config_file=config_file,
+                                overrides=[*overrides, *extra], flags=flags)
+
+        metrics = run_auto(build, resume=resume, overwrite=overwrite, progress=not quiet)
+        auto = metrics["auto"]
+        click.echo(f"auto: kept {auto['chosen_method']} (step {auto['chosen_step']}) of "
+                   f"{len(auto['candidates'])} methods", err=True)
+        _print_summary(metrics, run_dir_for(replace(build(SOURCE_ONLY, []), method="auto")))
+        return
     cfg = build_config(profile=profile, method=method, config_file=config_file,
                        overrides=overrides, flags=flags)
     run_dir = run_dir_for(cfg)

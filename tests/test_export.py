@@ -72,3 +72,31 @@ def test_export_refuses_a_name_that_is_not_a_zip(exported, tmp_path):
     folder, _ = exported
     with pytest.raises(DataError, match=r"\.zip"):
         export_bioimageio(folder, tmp_path / "model.yaml")
+
+
+def test_a_style_transfer_model_carries_its_harmonizer(tmp_path):
+    from bioimageio.core import test_model
+
+    from domadapt.config import build_config
+    from domadapt.export import export_bioimageio
+    from domadapt.pipeline import run, run_dir_for
+
+    cfg = build_config(profile="smoke", method="style_transfer", overrides=["train.threads=1"],
+                       flags={"out": str(tmp_path)})
+    run(cfg, progress=False)
+    model = domadapt.load_model(run_dir_for(cfg))
+    assert model.harmonized
+    package = export_bioimageio(run_dir_for(cfg), tmp_path / "style.zip")
+    assert test_model(package).status == "passed"
+    image, expected = _tensor(package, "test_input.npy"), _tensor(package, "test_output.npy")
+    ours = model.predict(image[0], voxel_size=(model.pixel_size_nm,) * 3, device="cpu")
+    assert np.abs(ours - expected[0]).max() <= 1 / 255  # predict harmonizes: so did the package
+    import torch
+
+    from domadapt.export import normalise_like_bioimageio
+
+    with torch.no_grad():  # the U-Net alone, without the harmonizer in front, predicts otherwise
+        x = torch.from_numpy(normalise_like_bioimageio(image[0, 0]))[None, None]
+        bare = torch.sigmoid(model.net[1](x))
+    assert np.abs(bare.numpy()[0, 0] - expected[0, 0]).max() > 1 / 255
+    assert "harmonizer" in zipfile.ZipFile(package).read("README.md").decode()

@@ -194,23 +194,29 @@ def export(run_dir, out_zip, sample, sample_voxel_size, license_id, authors) -> 
 
 @cli.command()
 @click.argument("labels", type=click.Path())
-@click.option("--voxel-size", required=True, help="z,y,x in nm of the label volume.")
+@click.option("--voxel-size", help="z,y,x in nm of the label volume (default: an OME-Zarr's "
+                                   "scale or an h5's element_size_um).")
+@click.option("--key", help="Dataset key inside an h5/zarr input.")
 @click.option("--out", "out_csv", type=click.Path(), help="CSV path (default: <labels>_mito.csv).")
 @click.option("--from-mask", is_flag=True,
               help="LABELS is a binary mask (any value > 0): split it into instances first.")
-def measure(labels, voxel_size, out_csv, from_mask) -> None:
+def measure(labels, voxel_size, key, out_csv, from_mask) -> None:
     """One CSV row per mitochondrion (volume, surface, diameter, box, centroid, solidity,
-    elongation) and a summary (count, density, volume fraction)."""
+    elongation) and a summary (count, density, volume fraction). Labels in an h5, zarr or
+    uncompressed tif are read one object at a time, so they may exceed memory."""
     import numpy as np
 
-    from domadapt.data.io import read_image
+    from domadapt.data.io import lazy_image, stored_voxel_size
     from domadapt.instances import instances as split
     from domadapt.morphometrics import measure_to_files
 
-    voxel = tuple(_voxel_size(voxel_size))
-    volume = read_image(labels)
+    voxel = _voxel_size(voxel_size) or stored_voxel_size(labels, key)
+    if voxel is None:
+        raise DataError(f"{labels} declares no voxel size; give --voxel-size z,y,x in nm.")
+    voxel = tuple(voxel)
+    volume = lazy_image(labels, key=key)
     if from_mask:
-        volume = split(volume > 0, voxel)
+        volume = split(np.asarray(volume[:]) > 0, voxel)
     elif not np.issubdtype(volume.dtype, np.integer):
         raise DataError(f"{labels} holds {volume.dtype} values, not integer labels; for a "
                         "probability or binary volume add --from-mask (values > 0 are foreground).")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -23,14 +24,21 @@ COLUMNS = ("label", "volume_um3", "surface_um2", "equivalent_diameter_um", "z0",
            "mean_solidity", "elongation")
 
 
-def measure(labels: np.ndarray, voxel_size_nm: tuple[float, float, float]) -> list[dict]:
-    """One dict per object (see :data:`COLUMNS`), in label order."""
+#: Sections read at a time when a label volume on disk is scanned for its objects.
+SLAB = 16
+
+
+def measure(labels: Any, voxel_size_nm: tuple[float, float, float]) -> list[dict]:
+    """One dict per object (see :data:`COLUMNS`), in label order.
+
+    ``labels`` may be an array on disk (zarr, h5py, memmap): it is scanned in slabs of
+    :data:`SLAB` sections for the objects' bounding boxes, then each object is read
+    alone, so memory is bounded by the largest object's box, not the volume.
+    """
     spacing_um = np.asarray(voxel_size_nm, float) / 1000.0
     rows = []
-    for label, box in enumerate(ndi.find_objects(labels), start=1):
-        if box is None:
-            continue
-        obj = labels[box] == label
+    for label, box in sorted(bounding_boxes(labels).items()):
+        obj = np.asarray(labels[box]) == label
         coords = np.argwhere(obj) + [s.start for s in box]
         volume = obj.sum() * float(np.prod(spacing_um))
         centroid = coords.mean(0) * spacing_um
@@ -43,6 +51,27 @@ def measure(labels: np.ndarray, voxel_size_nm: tuple[float, float, float]) -> li
             "mean_solidity": mean_section_solidity(obj),
             "elongation": elongation(coords * spacing_um)})
     return rows
+
+
+def bounding_boxes(labels: Any) -> dict[int, tuple[slice, slice, slice]]:
+    """Each label's bounding box, from slabs of sections (the whole array when in memory)."""
+    if isinstance(labels, np.ndarray) and not isinstance(labels, np.memmap):
+        return {i: box for i, box in enumerate(ndi.find_objects(labels), 1) if box is not None}
+    boxes: dict[int, list[int]] = {}
+    for z0 in range(0, labels.shape[0], SLAB):
+        slab = np.asarray(labels[z0:z0 + SLAB])
+        ids = np.unique(slab[slab > 0])
+        if not len(ids):
+            continue
+        compact = np.searchsorted(ids, slab) + 1  # dense ids: find_objects needs no huge list
+        compact[slab == 0] = 0
+        for label, box in zip(ids.tolist(), ndi.find_objects(compact)):
+            lo = [box[0].start + z0, box[1].start, box[2].start]
+            hi = [box[0].stop + z0, box[1].stop, box[2].stop]
+            old = boxes.get(label)
+            boxes[label] = lo + hi if old is None else (
+                [min(a, b) for a, b in zip(old[:3], lo)] + [max(a, b) for a, b in zip(old[3:], hi)])
+    return {k: tuple(slice(v[i], v[i + 3]) for i in range(3)) for k, v in boxes.items()}
 
 
 def surface_area(obj: np.ndarray, spacing_um: np.ndarray) -> float:
@@ -77,9 +106,9 @@ def elongation(points_um: np.ndarray) -> float:
     return float(np.sqrt(eig[-1] / eig[0]))
 
 
-def summary(rows: list[dict], labels: np.ndarray, voxel_size_nm) -> dict:
+def summary(rows: list[dict], labels: Any, voxel_size_nm) -> dict:
     """Count, density (per µm³ of the imaged volume) and volume fraction."""
-    total_um3 = labels.size * float(np.prod(voxel_size_nm)) / 1e9
+    total_um3 = int(np.prod(labels.shape)) * float(np.prod(voxel_size_nm)) / 1e9
     occupied = sum(r["volume_um3"] for r in rows)
     return {"count": len(rows), "imaged_volume_um3": total_um3,
             "density_per_um3": len(rows) / total_um3, "volume_fraction": occupied / total_um3}
@@ -116,7 +145,7 @@ def write_labels(labels: np.ndarray, path: str | Path, voxel_size_nm) -> Path:
     return path
 
 
-def measure_to_files(labels: np.ndarray, voxel_size_nm, csv_path: str | Path) -> dict:
+def measure_to_files(labels: Any, voxel_size_nm, csv_path: str | Path) -> dict:
     """Measure every object into ``csv_path`` and the summary into ``<csv stem>_summary.json``."""
     import json
 

@@ -134,3 +134,24 @@ def test_predict_instances_writes_uint32_labels_with_voxel_size_and_a_table(tmp_
         assert tif.shaped_metadata[0]["spacing"] == pytest.approx(0.03)
     assert (tmp_path / "mito.csv").is_file() and (tmp_path / "mito_summary.json").is_file()
     assert not (tmp_path / "lab.tif.binary.tif").exists()
+
+
+def test_labels_on_disk_are_measured_object_by_object_like_in_memory(tmp_path, monkeypatch, capsys):
+    from conftest import run_cli
+
+    from domadapt.data.io import lazy_image
+    from domadapt.data.writers import write_volume
+
+    labels = np.zeros((40, 64, 64), np.uint32)
+    labels[_ball(labels.shape, (15, 20, 20), 120, ISO)] = 1_000_000  # crosses a slab border
+    labels[_ball(labels.shape, (30, 45, 40), 90, ISO)] = 7
+    labels[2:5, 50:60, 2:12] = 3
+    write_volume(tmp_path / "labels.ome.zarr", labels, ISO)
+    on_disk = lazy_image(tmp_path / "labels.ome.zarr")
+    assert not isinstance(on_disk, np.ndarray)
+    assert measure(on_disk, ISO) == measure(labels, ISO)
+    assert [r["label"] for r in measure(on_disk, ISO)] == [3, 7, 1_000_000]
+    code, out, err = run_cli(monkeypatch, capsys, "measure", str(tmp_path / "labels.ome.zarr"),
+                             "--out", str(tmp_path / "m.csv"))  # its voxel size is in its metadata
+    assert code == 0, err
+    assert len(list(csv.DictReader((tmp_path / "m.csv").open()))) == 3

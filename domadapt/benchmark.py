@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from domadapt.config import build_config, configs_dir, from_dict, load_yaml
+from domadapt.config import build_config, configs_dir, from_dict, load_yaml, preset_names
 from domadapt.errors import ConfigError, DomadaptError
 from domadapt.pipeline import METRICS_FILE, run, run_dir_for
 
@@ -87,17 +87,16 @@ def load_benchmark_config(path: str | Path | None = None, **flags) -> BenchmarkC
     if bc.workers < 1:
         raise ConfigError(f"Config key 'workers' must be positive, got {bc.workers}.")
     from domadapt.data.registry import dataset_names
-    from domadapt.strategies import strategy_classes
 
     missing = [d for d in bc.datasets if d not in dataset_names() and not Path(d).exists()]
     if missing:
         raise ConfigError(f"Unknown dataset(s) {', '.join(missing)}; valid names: "
                           f"{', '.join(dataset_names())} (or a dataset YAML / volume path).")
 
-    unknown = [m for m in bc.methods if m not in strategy_classes()]
+    unknown = [m for m in bc.methods if m not in preset_names("methods")]
     if unknown:
         raise ConfigError(f"Unknown method(s) {', '.join(unknown)}; valid methods: "
-                          f"{', '.join(strategy_classes())}.")
+                          f"{', '.join(preset_names('methods'))}.")
     return bc
 
 

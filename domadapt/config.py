@@ -154,6 +154,8 @@ class RunConfig:
     source: str = "synth-hippocampus"
     target: str = "synth-cortex"
     method: str = "baseline"
+    # The strategy module that runs the method: the method YAML's ``strategy:`` key.
+    strategy: str = ""
     profile: str = "cpu-quick"
     seed: int = 0
     out: str = "runs"
@@ -372,6 +374,7 @@ def build_config(
     merged = merge(merged, {k: v for k, v in (flags or {}).items() if v is not None})
     merged["profile"] = profile
     merged["method"] = method
+    merged.setdefault("strategy", method)
     cfg = from_dict(RunConfig, merged)
     validate(cfg)
     return cfg

@@ -135,7 +135,7 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     try:
         if not dist.is_main:
             return _run(cfg, device, dist, resume, overwrite, progress, start)
-        get_strategy(cfg.method)  # an unknown method is refused before the folder is locked
+        get_strategy(cfg.method, cfg.strategy)  # an unknown method is refused before the folder is locked
         with run_folder_lock(run_dir_for(cfg)):
             return _run(cfg, device, dist, resume, overwrite, progress, start)
     finally:
@@ -144,7 +144,7 @@ def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
 
 def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dict:
     run_dir = run_dir_for(cfg)
-    strategy = get_strategy(cfg.method)
+    strategy = get_strategy(cfg.method, cfg.strategy)
     if dist.is_main:
         refuse_existing_run_dir(run_dir, resume, overwrite)  # before any slow work
         refuse_changed_settings(cfg, run_dir, resume)

@@ -1,28 +1,47 @@
-"""Adaptation strategies, looked up by the method name of a run."""
+"""Adaptation strategies, found by the ``strategy:`` key of a method's YAML.
+
+A method is a YAML preset (configs/methods/<name>.yaml); its ``strategy:`` key names
+the module ``domadapt/strategies/<strategy>.py`` whose Strategy subclass of that name
+runs it. A variant of a strategy is therefore one YAML file, and a new strategy one
+module plus one YAML; nothing here lists them.
+"""
 
 from __future__ import annotations
+
+import importlib
+import re
 
 from domadapt.errors import ConfigError
 
 
-def strategy_classes() -> dict:
-    """Method name -> Strategy class (imported lazily: strategies pull in torch models).
+def strategy_key(method: str) -> str:
+    """The strategy a method preset names (its ``strategy:`` key; the method's own name if absent)."""
+    from domadapt.config import load_preset, preset_names
 
-    A class may serve several method YAMLs (``aliases``), e.g. one strategy with
-    two stage schedules.
-    """
-    from domadapt.strategies.baseline import Baseline
-    from domadapt.strategies.multitask import Multitask
-    from domadapt.strategies.self_training import SelfTraining
-    from domadapt.strategies.ssl import Ssl
-    from domadapt.strategies.style_transfer import StyleTransfer
-
-    return {name: cls for cls in (Baseline, Multitask, SelfTraining, Ssl, StyleTransfer)
-            for name in (cls.name, *getattr(cls, "aliases", ()))}
+    if method not in preset_names("methods"):
+        raise ConfigError(f"Unknown method '{method}'; valid methods: "
+                          f"{', '.join(preset_names('methods'))}.")
+    return str(load_preset("methods", method).get("strategy", method))
 
 
-def get_strategy(name: str):
-    classes = strategy_classes()
-    if name not in classes:
-        raise ConfigError(f"Unknown method '{name}'; valid methods: {', '.join(classes)}.")
-    return classes[name]()
+def strategy_class(key: str) -> type:
+    """The Strategy subclass named ``key`` in module domadapt.strategies.<key>."""
+    from domadapt.strategies.base import Strategy
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", key):
+        raise ConfigError(f"Strategy '{key}' is not a module name (lower-case letters, digits, _).")
+    try:
+        module = importlib.import_module(f"domadapt.strategies.{key}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"domadapt.strategies.{key}":
+            raise
+        raise ConfigError(f"Strategy '{key}' has no module domadapt/strategies/{key}.py.") from None
+    for obj in vars(module).values():
+        if isinstance(obj, type) and issubclass(obj, Strategy) and obj.name == key:
+            return obj
+    raise ConfigError(f"Module domadapt/strategies/{key}.py defines no Strategy named '{key}'.")
+
+
+def get_strategy(method: str, strategy: str | None = None):
+    """A new Strategy for a method preset (or for the ``strategy`` a run config resolved)."""
+    return strategy_class(strategy or strategy_key(method))()

@@ -133,7 +133,6 @@ class Multitask(Strategy):
     """The Y-Net strategy; ``multitask-paper`` is the same class with the paper's stages."""
 
     name = "multitask"
-    aliases = ("multitask-paper", "multitask-denoise", "multitask-masked")  # side-by-side grids
 
     def __init__(self) -> None:
         self._matched: np.ndarray | None = None  # histogram-matched target, computed once

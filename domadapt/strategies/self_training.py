@@ -76,7 +76,6 @@ STAGE = "self_training"
 
 class SelfTraining(Strategy):
     name = "self_training"
-    aliases = ("self_training-histogram", "self_training-fda", "self_training-sections")
     # The benchmark points this key at the pair's finished source-only run.
     reuse_key = "self_training.segmenter_from"
 

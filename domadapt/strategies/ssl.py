@@ -112,7 +112,6 @@ class Ssl(Strategy):
     """Pretext pretraining on source + target images, then fine-tuning on source labels."""
 
     name = "ssl"
-    aliases = ("ssl-noise2void", "ssl-masked")  # one pretext each, for side-by-side grids
 
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
         """Pretext stage, then the fine-tuning stages; ``selection.criterion`` picks the model."""

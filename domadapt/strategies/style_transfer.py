@@ -73,8 +73,6 @@ class Harmonization:
 class StyleTransfer(Strategy):
     name = "style_transfer"
     # One harmonizer each (configs/methods/), so a benchmark can compare them side by side.
-    aliases = ("style_transfer-fda", "style_transfer-meanstd", "style_transfer-equalize",
-               "style_transfer-cut", "style_transfer-cyclegan")
     reuse_key = "style.segmenter_from"
 
     def can_reuse(self, cfg: RunConfig) -> bool:

@@ -244,6 +244,18 @@ def _stats(values: list[float]) -> Stats:
     return {"mean": float(array.mean()), "std": float(array.std()), "n": len(values), "values": values}
 
 
+def _half_width(stats: Stats) -> float:
+    """Half the 95 % t-interval of the mean over seeds (0 below two seeds); a published
+    figure's quoted std otherwise."""
+    from domadapt.paired import t_interval
+
+    values = stats.get("values")
+    if values is None:
+        return float(stats.get("std") or 0.0)
+    mean, low, _ = t_interval(values)
+    return 0.0 if np.isnan(low) else mean - low
+
+
 class _Grid:
     """Pairs x columns of one value (a metric, wall time): what every table and figure shows."""
 
@@ -466,21 +478,24 @@ def heatmap(rows: list[dict], path: str | Path, metric: str = DEFAULT_METRIC) ->
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     for (i, j), value in np.ndenumerate(matrix):
-        text = DASH if np.isnan(value) else f"{value:.3f}"
+        stats = grid.cell(grid.pairs[i], grid.columns[j])
+        half = _half_width(stats) if stats is not None else 0.0
+        text = DASH if np.isnan(value) else f"{value:.3f}" + (f"\n±{half:.3f}" if half else "")
         ax.text(j, i, text, ha="center", va="center", fontsize=8,
                 color="black" if np.isnan(value) or value > 0.6 else "white")
     ax.set_xticks(range(len(grid.columns)), [_tick_label(c) for c in grid.columns], fontsize=8)
     ax.set_yticks(range(len(grid.pairs)), grid.pairs, fontsize=8)
     if grid.methods and grid.references:
         ax.axvline(len(grid.methods) - 0.5, color="white", linewidth=3)
-    ax.set_title(f"{metric} on the target test set, mean over seeds", fontsize=9)
+    ax.set_title(f"{metric} on the target test set, mean over seeds ± 95 % t-interval", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     return _save(fig, path)
 
 
 def bar_charts(rows: list[dict], folder: str | Path, published: dict | None = None,
                metric: str = DEFAULT_METRIC) -> list[Path]:
-    """One chart per pair: methods, reference rows and hatched published figures, std over seeds."""
+    """One chart per pair: methods, reference rows and hatched published figures; error bars are
+    the 95 % t-interval of the mean over seeds (published figures: their quoted std)."""
     grid = _Grid(rows, metric)
     sources = [s for s in _published_for(published, metric)  # only those with a figure here
                if any(pair in s["results"] for pair in grid.pairs)]
@@ -503,9 +518,9 @@ def _bar_chart(grid: _Grid, pair: str, sources: list[dict], metric: str, path: P
         label = None if kind in labelled else {"method": "method", "reference": "reference (not used)",
                                                "published": "published"}[kind]
         labelled.add(kind)
-        ax.bar(x, stats["mean"], yerr=stats.get("std") or 0.0, capsize=3, label=label, **style[kind])
-        ax.text(x, stats["mean"] + (stats.get("std") or 0.0) + 0.02, f"{stats['mean']:.3f}",
-                ha="center", fontsize=7)
+        half = _half_width(stats)
+        ax.bar(x, stats["mean"], yerr=half, capsize=3, label=label, **style[kind])
+        ax.text(x, stats["mean"] + half + 0.02, f"{stats['mean']:.3f}", ha="center", fontsize=7)
     ax.set_xticks(range(len(bars)), [_bar_label(name, stats, kind) for name, stats, kind in bars],
                   fontsize=7, rotation=30, ha="right", rotation_mode="anchor")
     ax.set_ylim(0.0, 1.1)

@@ -217,3 +217,11 @@ def test_load_published_reads_the_shipped_file_and_rejects_bad_ones(tmp_path):
             path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             reporting.load_published(path)
+
+
+def test_charts_show_the_95_percent_interval_of_the_mean_over_seeds():
+    from domadapt.reporting import _half_width, _stats
+
+    assert _half_width(_stats([0.1, 0.2, 0.3])) == pytest.approx(4.3027 * 0.1 / 3 ** 0.5, rel=1e-3)
+    assert _half_width(_stats([0.4])) == 0.0  # one seed: no interval to draw
+    assert _half_width({"mean": 0.4, "std": 0.04}) == 0.04  # a published figure's quoted std

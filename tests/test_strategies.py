@@ -38,7 +38,7 @@ def test_a_new_variant_is_one_yaml_file(configs):
 
 def test_a_wrong_strategy_key_is_one_sentence(configs):
     (configs / "methods" / "mystery.yaml").write_text("strategy: nothing_here\n")
-    with pytest.raises(ConfigError, match="no module domadapt/strategies/nothing_here.py"):
+    with pytest.raises(ConfigError, match="no module domadapt/strategies/nothing_here.py on the Python path"):
         get_strategy("mystery")
     (configs / "methods" / "evil.yaml").write_text("strategy: ../os\n")
     with pytest.raises(ConfigError, match="not a module name"):
@@ -48,3 +48,44 @@ def test_a_wrong_strategy_key_is_one_sentence(configs):
         get_strategy("notone")
     with pytest.raises(ConfigError, match="Unknown method 'nope'; valid methods: .*baseline"):
         get_strategy("nope")
+
+
+def _readme_example() -> str:
+    """The example strategy of the README's "A new strategy" paragraph, as written there."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("**A new strategy is one module and one YAML**"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("\n```", start)]
+
+
+def test_the_readme_example_strategy_runs_through_run_and_benchmark(configs, tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from domadapt.cli import cli
+
+    lab = tmp_path / "lab" / "my_lab"
+    lab.mkdir(parents=True)
+    (lab / "__init__.py").write_text("")
+    (lab / "my_method.py").write_text(_readme_example())
+    monkeypatch.syspath_prepend(str(tmp_path / "lab"))
+    (configs / "methods" / "my_method.yaml").write_text("strategy: my_lab.my_method\n")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["run", "--method", "my_method", "--profile", "smoke", "--threads",
+                                 "1", "--out", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "synth-hippocampus-to-synth-cortex" / "my_method" / "seed0"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["method"] == "my_method" and "strategy: my_lab.my_method" in (
+        folder / "config.yaml").read_text()
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("datasets: [synth-hippocampus, synth-cortex]\nmethods: [my_method]\nseeds: [0]\n"
+                    "profile: smoke\noracle: false\nsource_only: false\n"
+                    f"out: {tmp_path / 'bench'}\noverrides: ['train.threads=1']\n")
+    result = runner.invoke(cli, ["benchmark", "--config", str(grid), "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "bench" / "results.csv").read_text().splitlines()
+    assert len(rows) == 3 and all("my_method" in r for r in rows[1:])

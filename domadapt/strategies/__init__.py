@@ -3,7 +3,9 @@
 A method is a YAML preset (configs/methods/<name>.yaml); its ``strategy:`` key names
 the module ``domadapt/strategies/<strategy>.py`` whose Strategy subclass of that name
 runs it. A variant of a strategy is therefore one YAML file, and a new strategy one
-module plus one YAML; nothing here lists them.
+module plus one YAML; nothing here lists them. A dotted key (``my_lab.my_method``)
+names a module outside the package, importable from the Python path, whose Strategy
+is named after its last part: a lab's strategy needs no edit of domadapt at all.
 """
 
 from __future__ import annotations
@@ -25,21 +27,25 @@ def strategy_key(method: str) -> str:
 
 
 def strategy_class(key: str) -> type:
-    """The Strategy subclass named ``key`` in module domadapt.strategies.<key>."""
+    """The Strategy subclass named ``key`` in domadapt.strategies.<key> (or, for a dotted key,
+    the one named after its last part in the module it names)."""
     from domadapt.strategies.base import Strategy
 
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", key):
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*", key):
         raise ConfigError(f"Strategy '{key}' is not a module name (lower-case letters, digits, _).")
+    module_name = key if "." in key else f"domadapt.strategies.{key}"
+    where = module_name.replace(".", "/") + ".py"
+    name = key.rpartition(".")[2]
     try:
-        module = importlib.import_module(f"domadapt.strategies.{key}")
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name != f"domadapt.strategies.{key}":
+        if not module_name.startswith(str(exc.name)):
             raise
-        raise ConfigError(f"Strategy '{key}' has no module domadapt/strategies/{key}.py.") from None
+        raise ConfigError(f"Strategy '{key}' has no module {where} on the Python path.") from None
     for obj in vars(module).values():
-        if isinstance(obj, type) and issubclass(obj, Strategy) and obj.name == key:
+        if isinstance(obj, type) and issubclass(obj, Strategy) and obj.name == name:
             return obj
-    raise ConfigError(f"Module domadapt/strategies/{key}.py defines no Strategy named '{key}'.")
+    raise ConfigError(f"Module {where} defines no Strategy named '{name}'.")
 
 
 def get_strategy(method: str, strategy: str | None = None):

@@ -432,9 +432,20 @@ def validate(cfg: RunConfig) -> None:
     validate_self_training(cfg.self_training)
 
 
-def save_config(cfg: RunConfig, path: str | Path) -> None:
-    """Write the resolved configuration as YAML (the run folder's config.yaml)."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+#: Sections of RunConfig that belong to one strategy each (its ``options``).
+METHOD_SECTIONS = ("multitask", "ssl", "style", "self_training")
+
+
+def record(data: RunConfig | dict[str, Any], section: str | None) -> dict[str, Any]:
+    """A config as a run folder records it: without the other strategies' sections."""
+    plain = data.to_dict() if isinstance(data, RunConfig) else dict(data)
+    return {k: v for k, v in plain.items() if k not in METHOD_SECTIONS or k == section}
+
+
+def save_config(cfg: RunConfig, path: str | Path, section: str | None = None) -> None:
+    """Write the resolved configuration as YAML (the run folder's config.yaml), holding the
+    method section ``section`` of its strategy and no other."""
+    Path(path).write_text(yaml.safe_dump(record(cfg, section), sort_keys=False))
 
 
 def config_from_plain(data: dict[str, Any]) -> RunConfig:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from domadapt.config import RunConfig, config_differences, dataset_refs, load_yaml, save_config
+from domadapt.config import RunConfig, config_differences, dataset_refs, load_yaml, record, save_config
 from domadapt.data.prepare import PreparedData, TargetTest, prepare_data
 from domadapt.errors import ConfigError, DataError, DomadaptError, RunFolderError
 from domadapt.inference import predict_to_tif
@@ -79,7 +79,8 @@ def refuse_existing_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Non
         )
 
 
-def refuse_changed_settings(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
+def refuse_changed_settings(cfg: RunConfig, run_dir: Path, resume: bool,
+                            section: str | None = None) -> None:
     """A resumed run keeps the settings it was started with: a change is refused, by key.
 
     Weights already trained cannot follow a new learning rate or width, so
@@ -88,7 +89,7 @@ def refuse_changed_settings(cfg: RunConfig, run_dir: Path, resume: bool) -> None
     saved = run_dir / CONFIG_FILE
     if not resume or not saved.is_file():
         return
-    old, new = load_yaml(saved), cfg.to_dict()
+    old, new = record(load_yaml(saved), section), record(cfg, section)
     if new["pretrain"]["weights"] is None:  # recorded by the run's own pretrain stage
         new["pretrain"]["weights"] = old.get("pretrain", {}).get("weights")
     changed = [k for k in config_differences(old, new) if k not in RESUMABLE_CHANGES]
@@ -147,7 +148,7 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
     strategy = get_strategy(cfg.method, cfg.strategy)
     if dist.is_main:
         refuse_existing_run_dir(run_dir, resume, overwrite)  # before any slow work
-        refuse_changed_settings(cfg, run_dir, resume)
+        refuse_changed_settings(cfg, run_dir, resume, strategy.options)
     timer = PhaseTimer()
     with timer.phase("prepare_data"):
         data = prepare_data(cfg)  # bad data fails here, before the run folder is touched
@@ -155,7 +156,7 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
     if dist.is_main:
         prepare_run_dir(run_dir, resume, overwrite)
         if not (run_dir / CONFIG_FILE).is_file():  # a resumed run keeps its record
-            save_config(cfg, run_dir / CONFIG_FILE)
+            save_config(cfg, run_dir / CONFIG_FILE, strategy.options)
     barrier(dist)
     domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, resume=resume,
@@ -227,7 +228,7 @@ def _pretrain(cfg: RunConfig, trainer: Trainer, run_dir: Path, dist: DistInfo) -
     cfg = pretrain(cfg, trainer)
     trainer.extra["config"] = cfg.to_dict()
     if dist.is_main:
-        save_config(cfg, run_dir / CONFIG_FILE)
+        save_config(cfg, run_dir / CONFIG_FILE, get_strategy(cfg.method, cfg.strategy).options)
     return cfg
 
 
@@ -337,7 +338,7 @@ def render_report(metrics: dict, fit: FitResult) -> str:
                 if k not in ("step", "epoch") and "/" not in k and isinstance(v, (int, float))]
         lines += ["", f"## Stage `{stage.name}`", "", "| step | " + " | ".join(keys) + " |"]
         lines.append("|---" * (len(keys) + 1) + "|")
-        for record in stage.history:
-            cells = [f"{record.get(k, float('nan')):.4f}" for k in keys]
-            lines.append(f"| {record['step']} | " + " | ".join(cells) + " |")
+        for rec in stage.history:
+            cells = [f"{rec.get(k, float('nan')):.4f}" for k in keys]
+            lines.append(f"| {rec['step']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

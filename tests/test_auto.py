@@ -61,8 +61,8 @@ def test_auto_runs_the_portfolio_once_and_its_folder_loads_as_a_model(tmp_path):
     candidates = {c["method"] for c in won["auto"]["candidates"]}
     assert candidates == {"baseline", "style_transfer"}
     style = build("style_transfer", [])
-    assert "segmenter_from" in (run_dir_for(style).parent.parent / "style_transfer" / "seed0"
-                                / "config.yaml").read_text()
+    recorded = (run_dir_for(style).parent.parent / "style_transfer" / "seed0" / "config.yaml").read_text()
+    assert "segmenter_from" in recorded and "\nstyle:" in recorded and "\nssl:" not in recorded
     folder = run_dir_for(build("baseline", [])).parent.parent / "auto" / "seed0"
     assert domadapt.load_model(folder).source.name.endswith(".pt")
     stamp = (run_dir_for(build("baseline", [])) / "metrics.json").stat().st_mtime_ns

@@ -36,6 +36,7 @@ def test_run_folder_layout_and_metrics(finished_run):
     assert 0.0 <= metrics["target_iou"] <= 1.0 and metrics["method"] == "baseline"
     resolved = yaml.safe_load((folder / "config.yaml").read_text())
     assert resolved["train"]["steps"] == cfg.train.steps and resolved["profile"] == "smoke"
+    assert not {"ssl", "multitask", "style", "self_training"} & set(resolved)  # only its own method
     assert list((folder / "tb" / "segmentation").glob("events.out.tfevents.*"))
     assert (folder / "checkpoints/segmentation/last.pt").is_file()
     assert (folder / "checkpoints/segmentation/best-source_val_iou.pt").is_file()

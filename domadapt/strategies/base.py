@@ -72,6 +72,9 @@ class Strategy(ABC):
     # Config key naming a finished source-only run whose segmenter the method can start from
     # (the benchmark sets it to the pair's baseline run); None: the method trains its own.
     reuse_key: str | None = None
+    # The RunConfig section holding this strategy's options (config.METHOD_SECTIONS); the run's
+    # config.yaml keeps it and drops the other strategies' sections.
+    options: str | None = None
 
     def can_reuse(self, cfg: RunConfig) -> bool:
         """Whether this configuration would take a reused segmenter (and has none set yet)."""

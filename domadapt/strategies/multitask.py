@@ -133,6 +133,7 @@ class Multitask(Strategy):
     """The Y-Net strategy; ``multitask-paper`` is the same class with the paper's stages."""
 
     name = "multitask"
+    options = "multitask"
 
     def __init__(self) -> None:
         self._matched: np.ndarray | None = None  # histogram-matched target, computed once

@@ -76,6 +76,7 @@ STAGE = "self_training"
 
 class SelfTraining(Strategy):
     name = "self_training"
+    options = "self_training"
     # The benchmark points this key at the pair's finished source-only run.
     reuse_key = "self_training.segmenter_from"
 

@@ -112,6 +112,7 @@ class Ssl(Strategy):
     """Pretext pretraining on source + target images, then fine-tuning on source labels."""
 
     name = "ssl"
+    options = "ssl"
 
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
         """Pretext stage, then the fine-tuning stages; ``selection.criterion`` picks the model."""

@@ -72,6 +72,7 @@ class Harmonization:
 
 class StyleTransfer(Strategy):
     name = "style_transfer"
+    options = "style"
     # One harmonizer each (configs/methods/), so a benchmark can compare them side by side.
     reuse_key = "style.segmenter_from"
 

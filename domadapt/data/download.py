@@ -1,8 +1,9 @@
 """Cached, checksummed, atomic downloads of the public datasets.
 
-A dataset archive is fetched into ``<data root>/<name>/`` under a temporary
-``.incomplete`` name, its sha256 checked, and only then renamed to its final
-name, so an interrupted or tampered download never passes for a good one. A
+A dataset archive is fetched into ``<data root>/<name>/`` by ``pooch.retrieve``
+(a temporary file, its sha256 checked, and only then renamed to its final name,
+with a progress bar), so an interrupted or tampered download never passes for a
+good one. A
 file the user placed by hand at the final path is accepted when its checksum
 matches, which is also the way round a machine without internet; one that does
 not match is refused, never overwritten.
@@ -11,14 +12,12 @@ not match is refused, never overwritten.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
+import re
 import shutil
 import tempfile
-import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Any
 
 from domadapt.errors import DataError, DownloadError
 
@@ -57,28 +56,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _stream(url: str, partial: Path, progress: bool) -> str:
-    """Download ``url`` into ``partial`` and return the sha256 of what was written."""
-    digest = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        bar = _progress_bar(total, partial.name) if progress else None
-        for chunk in iter(lambda: response.read(_CHUNK), b""):
-            out.write(chunk)
-            digest.update(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
-    return digest.hexdigest()
+def _retrieve(url: str, sha256: str, dest: Path, progress: bool) -> None:
+    """pooch downloads into a temporary file, checks the hash, then renames it into place."""
+    import pooch
 
-
-def _progress_bar(total: int | None, name: str) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}")
+    pooch.get_logger().setLevel("WARNING")
+    pooch.retrieve(url, known_hash=f"sha256:{sha256.lower()}", fname=dest.name, path=dest.parent,
+                   progressbar=progress)
 
 
 def fetch(url: str, sha256: str, dest: Path, progress: bool = True) -> Path:
@@ -88,6 +72,8 @@ def fetch(url: str, sha256: str, dest: Path, progress: bool = True) -> Path:
     where to place the file by hand) or its checksum does not match (naming
     both checksums); no partial file is left behind in either case.
     """
+    import requests
+
     dest = Path(dest)
     if dest.is_file():
         found = sha256_of(dest)
@@ -98,25 +84,20 @@ def fetch(url: str, sha256: str, dest: Path, progress: bool = True) -> Path:
             f"{sha256}, got {found}; replace it with the file from {url}, or delete it to download."
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_suffix(dest.suffix + ".incomplete")
     try:
-        got = _stream(url, partial, progress)
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        partial.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", exc)
+        _retrieve(url, sha256, dest, progress)
+    except ValueError as exc:  # pooch: the downloaded file's hash differs (it deleted the file)
+        got = re.search(r"but got ([0-9a-f]{64})", str(exc))
         raise DownloadError(
-            f"Could not download {url} ({reason}); download it by hand and put it at {dest}."
+            f"Checksum mismatch for {url}: expected sha256 {sha256}, got "
+            f"{got.group(1) if got else 'another hash'}; the file was deleted, try again or "
+            f"download it by hand to {dest}."
         ) from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    if got != sha256.lower():
-        partial.unlink(missing_ok=True)
+    except (OSError, requests.RequestException) as exc:
         raise DownloadError(
-            f"Checksum mismatch for {url}: expected sha256 {sha256}, got {got}; "
-            "the file was deleted, try again or download it by hand to " + str(dest) + "."
-        )
-    os.replace(partial, dest)
+            f"Could not download {url} ({type(exc).__name__}); download it by hand and put it "
+            f"at {dest}."
+        ) from None
     return dest
 
 

@@ -19,6 +19,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import marching_cubes, mesh_surface_area, regionprops
 
+from domadapt.data.io import atomic_path
+
 COLUMNS = ("label", "volume_um3", "surface_um2", "equivalent_diameter_um", "z0", "y0", "x0",
            "z1", "y1", "x1", "centroid_z_um", "centroid_y_um", "centroid_x_um",
            "mean_solidity", "elongation")
@@ -117,13 +119,11 @@ def summary(rows: list[dict], labels: Any, voxel_size_nm) -> dict:
 def write_csv(rows: list[dict], path: str | Path) -> Path:
     """One row per mitochondrion, written atomically."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    tmp.replace(path)
     return path
 
 
@@ -138,10 +138,9 @@ def write_labels(labels: np.ndarray, path: str | Path, voxel_size_nm) -> Path:
         return write_volume(path, np.asarray(labels, np.uint32), voxel_size_nm)
     z, y, x = (float(v) / 1000.0 for v in voxel_size_nm)
     path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    tifffile.imwrite(tmp, np.asarray(labels, np.uint32), resolution=(1.0 / x, 1.0 / y),
-                     metadata={"axes": "ZYX", "spacing": z, "unit": "um"})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, np.asarray(labels, np.uint32), resolution=(1.0 / x, 1.0 / y),
+                         metadata={"axes": "ZYX", "spacing": z, "unit": "um"})
     return path
 
 

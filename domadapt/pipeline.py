@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from domadapt.config import RunConfig, config_differences, dataset_refs, load_yaml, record, save_config
+from domadapt.data.io import atomic_path
 from domadapt.data.prepare import PreparedData, TargetTest, prepare_data
 from domadapt.errors import ConfigError, DataError, DomadaptError, RunFolderError
 from domadapt.inference import predict_to_tif
@@ -302,9 +303,8 @@ def _device_name(device: torch.device) -> str:
 
 def _write_outputs(run_dir: Path, metrics: dict, fit: FitResult) -> None:
     (run_dir / "report.md").write_text(render_report(metrics, fit))
-    tmp = run_dir / (METRICS_FILE + ".partial")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(run_dir / METRICS_FILE)
+    with atomic_path(run_dir / METRICS_FILE) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
 
 
 def render_report(metrics: dict, fit: FitResult) -> str:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from domadapt.data.io import atomic_path
 from domadapt.errors import TrainingError
 from domadapt.models.inference_copy import native_cpu_bf16
 from domadapt.timing import PhaseTimer
@@ -385,7 +386,5 @@ def _move_optimizer_state(optimizers: dict, device: torch.device) -> None:
 
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".partial")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))

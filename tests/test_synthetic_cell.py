@@ -6,10 +6,13 @@ must not look good to the default criterion, and the trust panel must say so.
 
 import hashlib
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from domadapt import criteria
+from domadapt.config import SelectionConfig
 from domadapt.data.prepare import prepare_labeled
 from domadapt.data.synthetic import get_domain, make_volume, render
 from domadapt.data.synthetic_cell import CellGeometry
@@ -33,11 +36,23 @@ def cell():
     return volume, _scene()
 
 
-@pytest.fixture(scope="module")
-def source_masks() -> np.ndarray:
-    """Synthetic Lucchi++-like source masks at the working pixel size (no download needed)."""
-    volume, _ = prepare_labeled(make_volume("synth-hippocampus", "train", shape=(8, 384, 384)), PIXEL_NM)
-    return volume.mask
+#: The real Lucchi++ copy beside the repository (../shared/data), when there is one.
+LUCCHI = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module", params=["synth-hippocampus", "lucchi"])
+def source_masks(request) -> np.ndarray:
+    """Source masks at the working pixel size: synthetic Lucchi++-like ones, and the real
+    Lucchi++ training masks where the data is present."""
+    if request.param == "lucchi":
+        if not (LUCCHI / "lucchi" / "Lucchi++").is_dir():
+            pytest.skip(f"no Lucchi++ copy under {LUCCHI}")
+        from domadapt.data.registry import load_split
+
+        volume = load_split("lucchi", "train", LUCCHI)
+    else:
+        volume = make_volume("synth-hippocampus", "train", shape=(8, 384, 384))
+    return prepare_labeled(volume, PIXEL_NM)[0].mask
 
 
 def test_mask_marks_mitochondria_only(cell):
@@ -81,6 +96,23 @@ def _truth_and_nucleus(cell) -> tuple[np.ndarray, np.ndarray]:
     volume, scene = cell
     truth = (volume.mask == 1).astype(np.uint8)
     return truth, (truth | (scene.nucleus > 0.5)).astype(np.uint8)
+
+
+def test_default_criterion_prefers_the_truth_to_a_mask_that_adds_the_nucleus(cell, source_masks):
+    """The default must read the target prediction: a nucleus is invisible to a source-side one."""
+    truth, with_nucleus = _truth_and_nucleus(cell)
+    name = SelectionConfig().criterion
+    fitted = {"morph_ours": lambda: MorphologyPrior().fit(source_masks, PIXEL_NM),
+              "morph_paper": lambda: PaperSolidityCriterion().fit(source_masks)}
+    assert name in fitted, f"the default {name} does not score target masks"
+    crit = fitted[name]()
+
+    def score(mask):
+        value = crit.score(mask)
+        return value[0] if isinstance(value, tuple) else value
+
+    better, worse = score(truth), score(with_nucleus)
+    assert (better < worse) if criteria.directions()[name] == "min" else (better > worse)
 
 
 def test_morph_paper_is_fooled_by_the_nucleus(cell, source_masks):

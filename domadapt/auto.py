@@ -173,3 +173,41 @@ def _target_slice(cfg: RunConfig, shape: tuple[int, int]) -> Any:
         return None
     low, high = np.percentile(plane, [1, 99])
     return np.clip((plane - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)
+
+
+def auto_selection_report(auto_dir: str | Path, with_labels: bool = True, max_slices: int = 40,
+                          progress: bool = True) -> dict:
+    """``domadapt select`` on an auto run: each member's report (written in its folder), then
+    every criterion's choice across the members and, with labels, its cross-method regret."""
+    from domadapt.selection import choose, selection_report, write_report
+
+    metrics = json.loads((Path(auto_dir) / METRICS_FILE).read_text())
+    members = {}
+    for cand in metrics["auto"]["candidates"]:
+        report = selection_report(cand["run_dir"], with_labels, max_slices, progress)
+        write_report(report, cand["run_dir"])
+        members[cand["method"]] = report
+    shared = [c for c in directions() if all(c in r["criteria"] for r in members.values())]
+    rows = {}
+    for crit in shared:
+        sign = 1.0 if directions()[crit] == "min" else -1.0
+        picks = {m: choose(r["records"], crit) for m, r in members.items()}
+        method = min(picks, key=lambda m: sign * picks[m][crit])
+        rows[crit] = {"method": method, "step": picks[method]["step"]}
+        if with_labels:
+            best = max(s["target_iou"] for r in members.values() for s in r["target_scores"].values())
+            kept = members[method]["target_scores"][picks[method]["step"]]["target_iou"]
+            rows[crit].update(target_iou=kept, regret=best - kept)
+    return {"auto_dir": str(auto_dir), "methods": list(members), "cross_method": rows}
+
+
+def render_auto_selection(report: dict) -> str:
+    """Markdown: each criterion's cross-method choice (and regret, with labels)."""
+    labels = any("regret" in r for r in report["cross_method"].values())
+    head = "| criterion | keeps method | step |" + (" target IoU | cross-method regret |" if labels else "")
+    lines = [f"Methods: {', '.join(report['methods'])}.", "", head,
+             "|---|---|---|" + ("---|---|" if labels else "")]
+    for crit, row in report["cross_method"].items():
+        extra = f" {row['target_iou']:.4f} | {row['regret']:.4f} |" if labels else ""
+        lines.append(f"| {crit} | {row['method']} | {row['step']} |{extra}")
+    return "\n".join(lines) + "\n"

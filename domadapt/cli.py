@@ -238,6 +238,15 @@ def select(run_dir, labels, max_slices, quiet) -> None:
     from domadapt.selection import selection_report, target_has_labels, write_report
 
     with_labels = target_has_labels(run_dir) if labels is None else labels
+    metrics = Path(run_dir) / "metrics.json"
+    if metrics.is_file() and "auto" in json.loads(metrics.read_text()):
+        from domadapt.auto import auto_selection_report, render_auto_selection
+
+        text = render_auto_selection(auto_selection_report(run_dir, with_labels, max_slices,
+                                                           progress=not quiet))
+        (Path(run_dir) / "selection.md").write_text(text)
+        click.echo(text)
+        return
     report = selection_report(run_dir, with_labels=with_labels, max_slices=max_slices,
                               progress=not quiet)
     paths = write_report(report, run_dir)

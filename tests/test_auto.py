@@ -65,6 +65,14 @@ def test_auto_runs_the_portfolio_once_and_its_folder_loads_as_a_model(tmp_path):
     assert "segmenter_from" in recorded and "\nstyle:" in recorded and "\nssl:" not in recorded
     folder = run_dir_for(build("baseline", [])).parent.parent / "auto" / "seed0"
     assert domadapt.load_model(folder).source.name.endswith(".pt")
+    from click.testing import CliRunner
+
+    from domadapt.cli import cli
+
+    shown = CliRunner().invoke(cli, ["select", str(folder), "--quiet", "--max-slices", "3"])
+    assert shown.exit_code == 0, shown.output
+    assert "cross-method regret" in shown.output and "| source_val_iou |" in shown.output
+    assert (run_dir_for(style) / "selection.json").is_file()  # each member's own report too
     stamp = (run_dir_for(build("baseline", [])) / "metrics.json").stat().st_mtime_ns
     again = run_auto(build, portfolio=["style_transfer"], progress=False)  # finished members are reused
     assert (run_dir_for(build("baseline", [])) / "metrics.json").stat().st_mtime_ns == stamp

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import marching_cubes, mesh_surface_area, regionprops
 
-from domadapt.data.io import atomic_path
+from domadapt.data.atomic import atomic_path
 
 COLUMNS = ("label", "volume_um3", "surface_um2", "equivalent_diameter_um", "z0", "y0", "x0",
            "z1", "y1", "x1", "centroid_z_um", "centroid_y_um", "centroid_x_um",

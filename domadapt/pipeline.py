@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from domadapt.config import RunConfig, config_differences, dataset_refs, load_yaml, record, save_config
-from domadapt.data.io import atomic_path
+from domadapt.data.atomic import atomic_path
 from domadapt.data.prepare import PreparedData, TargetTest, prepare_data
 from domadapt.errors import ConfigError, DataError, DomadaptError, RunFolderError
 from domadapt.inference import predict_to_tif

@@ -8,15 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from domadapt.data.io import (
-    TifStackWriter,
-    lazy_image,
-    natural_key,
-    read_image,
-    read_mask,
-    write_tif,
-    write_tif_slices,
-)
+from domadapt.data.atomic import TifStackWriter, write_tif, write_tif_slices
+from domadapt.data.io import lazy_image, natural_key, read_image, read_mask
 from domadapt.errors import DataError
 
 RNG = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from domadapt.data.io import write_tif
+from domadapt.data.atomic import write_tif
 from domadapt.data.registry import (
     dataset_info,
     dataset_names,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from domadapt.data.io import atomic_path
+from domadapt.data.atomic import atomic_path
 
 #: results.csv columns, in this order; ``regret/<criterion>`` (sorted), then any other key (sorted).
 RESULT_COLUMNS: list[str] = [

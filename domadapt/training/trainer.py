@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from domadapt.data.io import atomic_path
+from domadapt.data.atomic import atomic_path
 from domadapt.errors import TrainingError
 from domadapt.models.inference_copy import native_cpu_bf16
 from domadapt.timing import PhaseTimer

@@ -26,12 +26,12 @@ from domadapt.errors import DataError
 from domadapt.morphology import (
     SHAPE_FEATURES,
     WORST_SCORE,
-    MorphologyPrior,
     PaperSolidityCriterion,
     _measure,
     object_features,
     paper_solidity,
 )
+from domadapt.morphology_prior import MorphologyPrior
 
 SHAPE = (12, 256, 256)
 

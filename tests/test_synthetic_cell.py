@@ -16,7 +16,8 @@ from domadapt.config import SelectionConfig
 from domadapt.data.prepare import prepare_labeled
 from domadapt.data.synthetic import get_domain, make_volume, render
 from domadapt.data.synthetic_cell import CellGeometry
-from domadapt.morphology import MorphologyPrior, PaperSolidityCriterion
+from domadapt.morphology import PaperSolidityCriterion
+from domadapt.morphology_prior import MorphologyPrior
 from domadapt.trust import trust_panel
 
 #: The default field in y/x (8 µm at 10 nm) with a few sections: a nucleus and cytoplasm.

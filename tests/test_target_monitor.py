@@ -11,7 +11,8 @@ from torch import nn
 from domadapt.data.prepare import prepare_labeled
 from domadapt.data.synthetic import make_volume
 from domadapt.data.volume import UnlabeledVolume
-from domadapt.morphology import MorphologyPrior, PaperSolidityCriterion
+from domadapt.morphology import PaperSolidityCriterion
+from domadapt.morphology_prior import MorphologyPrior
 from domadapt.training.monitors import EvalContext, fixed_crop_sample, fixed_slice_sample
 from domadapt.training.target_monitor import TargetCriteriaMonitor
 

@@ -118,7 +118,8 @@ def fit_priors(cfg: RunConfig, source: Volume) -> list:
     skipped with a warning, unless the selection criterion needs it: then the
     run stops before training with the reason and the way out.
     """
-    from domadapt.morphology import MorphologyPrior, PaperSolidityCriterion
+    from domadapt.morphology import PaperSolidityCriterion
+    from domadapt.morphology_prior import MorphologyPrior
 
     priors = []
     for name, make in (("morph_paper", lambda: PaperSolidityCriterion().fit(source.mask)),

@@ -15,11 +15,10 @@ from domadapt.data.registry import (
     dataset_info,
     dataset_names,
     get_spec,
-    load_dataset_yaml,
     load_split,
-    load_user_volume,
     resolve_dataset,
 )
+from domadapt.data.user_volumes import load_dataset_yaml, load_user_volume
 from domadapt.data.volume import IGNORE_LABEL, UnlabeledVolume, Volume
 from domadapt.errors import DataError
 
@@ -259,3 +258,12 @@ def test_resolve_raw_path_needs_voxel_size(user_files):
     assert isinstance(vol, Volume) and vol.shape == (4, 5, 6)
     with pytest.raises(DataError, match="neither a registered dataset"):
         resolve_dataset(str(user_files / "nope.tif"), "train")
+
+
+def test_an_ome_zarr_target_brings_its_own_voxel_size(tmp_path):
+    from domadapt.data.writers import write_volume
+
+    image = np.random.default_rng(0).integers(0, 255, (4, 32, 32), dtype=np.uint8)
+    write_volume(tmp_path / "cell.ome.zarr", image, (40.0, 8.0, 8.0))
+    vol = resolve_dataset(str(tmp_path / "cell.ome.zarr"), "test")
+    assert vol.voxel_size_nm == (40.0, 8.0, 8.0) and np.array_equal(vol.image, image)

@@ -186,3 +186,7 @@ def stack_volumes(parts: list[Volume], name: str) -> Volume:
     padded = [pad(p) for p in parts]
     return Volume(np.concatenate([i for i, _ in padded]), np.concatenate([m for _, m in padded]),
                   parts[0].voxel_size_nm, name, parts=list(parts))
+
+
+#: A labeled or an unlabeled volume, as the registry and the loaders return them.
+AnyVolume = Volume | UnlabeledVolume

@@ -246,7 +246,5 @@ def build_cell_scene(geometry: CellGeometry, shape: tuple[int, int, int], seed: 
     b.mitochondria()
     b.er_sheets()
     b.endoplasmic_reticulum()
-    vesicle = b.vesicles()
-    return Scene(b.mask, b.membrane, b.tone, b.rim, b.cristae, b.blob, b.er, vesicle,
-                 tuple(float(v) for v in b.vox), nucleus=b.nucleus, chromatin=b.chromatin,
-                 envelope=b.envelope, lipid=b.lipid)
+    return b.scene(b.vesicles(), nucleus=b.nucleus, chromatin=b.chromatin, envelope=b.envelope,
+                   lipid=b.lipid)

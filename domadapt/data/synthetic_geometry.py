@@ -309,6 +309,11 @@ class Builder:
             return 0
         return self.draw_mito(sl, g, dist, axial, r, pts[1], u)
 
+    def scene(self, vesicle: np.ndarray, **extra: np.ndarray) -> Scene:
+        """The fields laid out so far as a Scene (``extra``: a subclass's own fields)."""
+        return Scene(self.mask, self.membrane, self.tone, self.rim, self.cristae, self.blob,
+                     self.er, vesicle, tuple(float(v) for v in self.vox), **extra)
+
     def direction(self) -> np.ndarray:
         """Long axis of a new mitochondrion: tilted towards the neurite axis."""
         geo = self.geo
@@ -411,6 +416,4 @@ def build_scene(geometry: Geometry, shape: tuple[int, int, int], seed: int = 0) 
     b.blobs()
     b.mitochondria()
     b.endoplasmic_reticulum()
-    vesicle = b.vesicles()
-    return Scene(b.mask, b.membrane, b.tone, b.rim, b.cristae, b.blob, b.er, vesicle,
-                 tuple(float(v) for v in b.vox))
+    return b.scene(b.vesicles())

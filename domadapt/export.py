@@ -67,8 +67,11 @@ def export_bioimageio(ref: str | Path, out: str | Path, *, sample: str | Path | 
                              _run_record(ref))
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial.zip")
-        save_bioimageio_package(descr, output_path=partial)
-        partial.replace(out)
+        try:  # a half-written package never appears under the output's name
+            save_bioimageio_package(descr, output_path=partial)
+            partial.replace(out)
+        finally:
+            partial.unlink(missing_ok=True)
     return out
 
 
@@ -123,7 +126,7 @@ def _cover(path: Path, image: np.ndarray, prob: np.ndarray) -> None:
     """Input | input with the prediction in red, side by side (what the model does, at a glance)."""
     from PIL import Image
 
-    grey = np.clip((normalise_like_bioimageio(image) + 0.0) * 255, 0, 255).astype(np.uint8)
+    grey = np.clip(normalise_like_bioimageio(image) * 255, 0, 255).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, -1).astype(np.float32)
     tinted = rgb.copy()
     tinted[prob >= 0.5] = 0.5 * tinted[prob >= 0.5] + 0.5 * np.array([255.0, 0.0, 0.0])

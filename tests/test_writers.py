@@ -74,3 +74,14 @@ def test_unknown_output_suffix_is_one_sentence(tmp_path):
     assert output_kind("a.TIF") == "tif" and output_kind("a.ome.zarr/") == "zarr"
     with pytest.raises(DataError, match=r"use \.tif, \.h5 or \.ome\.zarr"):
         output_kind(tmp_path / "pred.png")
+
+
+def test_a_kill_while_the_pyramid_is_built_finishes_on_the_rerun(tmp_path):
+    volume, out = np.zeros((2, 1030, 1030), np.uint8), tmp_path / "pred.ome.zarr"
+    first = open_writer(out, volume.shape, np.uint8, VOXEL, {"run": 1})
+    for z in first.pending():
+        first.write(z, volume[z])
+    first._close()  # the pyramid was written, then the process died before the rename
+    again = open_writer(out, volume.shape, np.uint8, VOXEL, {"run": 1})
+    assert again.pending() == []
+    assert again.finish() == out and lazy_image(out).shape == volume.shape

@@ -173,7 +173,7 @@ class OmeZarrWriter(ResumableWriter):
     def _downsample(self, root: Any, src: Any, level: int) -> Any:
         """Next level, slice by slice: nearest for labels (no invented ids), mean otherwise."""
         z, y, x = src.shape
-        dst = root.create_array(str(level), shape=(z, y // 2, x // 2), dtype=self.dtype,
+        dst = root.create_array(str(level), shape=(z, y // 2, x // 2), dtype=self.dtype, overwrite=True,
                                 chunks=_chunks((z, y // 2, x // 2)), fill_value=0)
         for k in range(z):
             s = np.asarray(src[k])[: y // 2 * 2, : x // 2 * 2]

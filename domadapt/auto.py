@@ -188,6 +188,8 @@ def auto_selection_report(auto_dir: str | Path, with_labels: bool = True, max_sl
         write_report(report, cand["run_dir"])
         members[cand["method"]] = report
     shared = [c for c in directions() if all(c in r["criteria"] for r in members.values())]
+    best = (max(s["target_iou"] for r in members.values() for s in r["target_scores"].values())
+            if with_labels else None)
     rows = {}
     for crit in shared:
         sign = 1.0 if directions()[crit] == "min" else -1.0
@@ -195,7 +197,6 @@ def auto_selection_report(auto_dir: str | Path, with_labels: bool = True, max_sl
         method = min(picks, key=lambda m: sign * picks[m][crit])
         rows[crit] = {"method": method, "step": picks[method]["step"]}
         if with_labels:
-            best = max(s["target_iou"] for r in members.values() for s in r["target_scores"].values())
             kept = members[method]["target_scores"][picks[method]["step"]]["target_iou"]
             rows[crit].update(target_iou=kept, regret=best - kept)
     return {"auto_dir": str(auto_dir), "methods": list(members), "cross_method": rows}

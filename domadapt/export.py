@@ -26,17 +26,6 @@ _FRANCO = ("Franco-Barranco D. et al. Deep learning based domain adaptation for 
            "segmentation on EM volumes. Computer Methods and Programs in Biomedicine 222 (2022) 106949.")
 
 
-class _Logits(torch.nn.Module):
-    """The traced module: (B, 1, Y, X) normalised images to logits (sigmoid is post-processing)."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
 def export_bioimageio(ref: str | Path, out: str | Path, *, sample: str | Path | None = None,
                       sample_voxel_size: tuple[float, float, float] | None = None,
                       license_id: str = "CC-BY-4.0", authors: list[str] | None = None) -> Path:
@@ -62,9 +51,9 @@ def export_bioimageio(ref: str | Path, out: str | Path, *, sample: str | Path | 
     net = model.net.cpu().eval()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        files = _write_files(folder, net, image, model, payload, ref)
-        descr = _description(files, model.pixel_size_nm, step, license_id, authors, payload,
-                             _run_record(ref))
+        record = _run_record(ref)
+        files = _write_files(folder, net, image, model, payload, record)
+        descr = _description(files, model.pixel_size_nm, step, license_id, authors, payload, record)
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial.zip")
         try:  # a half-written package never appears under the output's name
@@ -105,10 +94,10 @@ def _test_image(payload: dict, pixel_nm: float, side: int, sample, sample_voxel)
 
 
 def _write_files(folder: Path, net: torch.nn.Module, image: np.ndarray, model: Any, payload: dict,
-                 ref: str | Path) -> dict[str, Path]:
+                 record: dict) -> dict[str, Path]:
     """Weights, test tensors, cover and documentation in ``folder``."""
     x = torch.from_numpy(normalise_like_bioimageio(image))[None, None]
-    traced = torch.jit.trace(_Logits(net), x)
+    traced = torch.jit.trace(net, x)  # logits: the sigmoid is declared post-processing
     with torch.no_grad():
         prob = torch.sigmoid(traced(x)).numpy().astype(np.float32)
     files = {"weights": folder / "weights_torchscript.pt", "input": folder / "test_input.npy",
@@ -118,7 +107,7 @@ def _write_files(folder: Path, net: torch.nn.Module, image: np.ndarray, model: A
     np.save(files["input"], image[None, None])
     np.save(files["output"], prob)
     _cover(files["cover"], image, prob[0, 0])
-    files["doc"].write_text(_documentation(model, payload, _run_record(ref)))
+    files["doc"].write_text(_documentation(model, payload, record))
     return files
 
 

@@ -52,9 +52,8 @@ def _row(pair: str, seed: str, reports: dict[str, dict], criterion: str) -> dict
             picks[method] = (sign * record[criterion], iou, record["step"])
     kept = min(picks, key=lambda m: picks[m][0])
     best = max(s[IOU] for r in reports.values() for s in r["target_scores"].values())
-    best_pick = max(picks, key=lambda m: picks[m][1])
     return {"pair": pair, "seed": seed, "kept": kept, "kept_iou": picks[kept][1], "best_iou": best,
-            "regret": best - picks[kept][1], "best_pick": best_pick,
+            "regret": best - picks[kept][1],
             "picks": {m: round(p[1], 4) for m, p in picks.items()}}
 
 

@@ -9,13 +9,13 @@ nothing else.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
 
+from domadapt.data.atomic import atomic_path
 from domadapt.errors import CheckpointError, RunFolderError, write_failure
 
 FORMAT = "domadapt-checkpoint-v1"
@@ -28,18 +28,13 @@ def package_version() -> str:
 
 
 def save_atomic(payload: dict, path: str | Path) -> Path:
-    """Write to ``<path>.partial`` then rename: a killed write never leaves a half file."""
+    """torch.save through the package's atomic writer: a killed write never leaves a half file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
     except (RuntimeError, OSError) as exc:  # torch reports a full disk as a RuntimeError
         raise write_failure(path, exc) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
+from domadapt.augment_options import AugmentConfig as AugmentConfig
+from domadapt.augment_options import validate_augment
 from domadapt.errors import ConfigError
 
 # Method-specific sections live in method_configs.py; re-exported here (redundant aliases).
@@ -56,19 +58,6 @@ class DataConfig:
     # Labeled splits of the SOURCE used for training: [train] (default) or [train, test]: a
     # source's test split is not needed by a run on another target, so it can add labels.
     source_splits: list[Literal["train", "test"]] = field(default_factory=lambda: ["train"])
-
-
-@dataclass
-class AugmentConfig:
-    """Augmentations applied on the training device to every labeled batch."""
-
-    flip: bool = True  # random horizontal/vertical flips
-    rot90: bool = True  # random multiples of 90 degrees
-    brightness: float = 0.1  # max additive shift, in normalised intensity units
-    contrast: float = 0.1  # max relative contrast change
-    gamma: float = 0.0  # max |log gamma|
-    noise: float = 0.0  # max Gaussian noise std
-    blur: float = 0.0  # max Gaussian blur sigma in pixels (0 disables)
 
 
 @dataclass
@@ -287,6 +276,8 @@ def validate(cfg: RunConfig) -> None:
     if "test" in splits and cfg.source == cfg.target:
         raise ConfigError("Config key 'data.source_splits' includes test, but the source is the "
                           "target: its test split would be trained on and then scored.")
+    validate_augment(cfg.augment)
+    validate_augment(cfg.self_training.strong, "self_training.strong")
     validate_multitask(cfg.multitask)
     validate_ssl(cfg.ssl)
     validate_style(cfg.style)

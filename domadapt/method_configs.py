@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from domadapt.augment_options import AugmentConfig
 from domadapt.errors import ConfigError
 
 
@@ -184,7 +185,7 @@ def validate_style(style: StyleConfig) -> None:
 
 
 @dataclass
-class StrongView:
+class StrongView(AugmentConfig):
     """The student's view of a target patch (the keys of ``augment``; geometric ones also move
     the pseudo-label, so it stays aligned pixel for pixel)."""
 

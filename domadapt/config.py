@@ -31,6 +31,7 @@ from domadapt.method_configs import SslConfig as SslConfig
 from domadapt.method_configs import StyleConfig as StyleConfig
 from domadapt.method_configs import validate_multitask as validate_multitask
 from domadapt.method_configs import validate_self_training, validate_ssl, validate_style
+from domadapt.stage_options import RENAMED, renamed_to, upgrade_renamed
 from domadapt.yaml_config import config_differences as config_differences
 from domadapt.yaml_config import from_dict as from_dict
 from domadapt.yaml_config import load_yaml as load_yaml
@@ -225,6 +226,7 @@ def build_config(
     merged["profile"] = profile
     merged["method"] = method
     merged.setdefault("strategy", method)
+    refuse_renamed(merged)
     cfg = from_dict(RunConfig, merged)
     validate(cfg)
     return cfg
@@ -298,6 +300,26 @@ def save_config(cfg: RunConfig, path: str | Path, section: str | None = None) ->
     """Write the resolved configuration as YAML (the run folder's config.yaml), holding the
     method section ``section`` of its strategy and no other."""
     Path(path).write_text(yaml.safe_dump(record(cfg, section), sort_keys=False))
+
+
+def refuse_renamed(merged: dict[str, Any]) -> None:
+    """A key of an earlier version gets its new name, not only 'unknown key'."""
+    for old in RENAMED:
+        section, key = old.split(".", 1)
+        if isinstance(merged.get(section), dict) and key in merged[section]:
+            raise ConfigError(f"Config key '{old}' is now '{renamed_to(old)}' (README, Stages).")
+
+
+def saved_record(plain: dict[str, Any], section: str | None) -> dict[str, Any]:
+    """A run folder's config.yaml in today's keys and defaults, for comparing with a resume.
+
+    A folder written before a key was renamed or added compares equal to a
+    resume with the same settings; one too old to read is compared as it is.
+    """
+    try:
+        return record(config_from_plain(upgrade_renamed(plain)), section)
+    except ConfigError:
+        return record(plain, section)
 
 
 def config_from_plain(data: dict[str, Any]) -> RunConfig:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from domadapt.config import RunConfig, config_from_plain, save_config
+from domadapt.data.atomic import atomic_path
 from domadapt.data.patches import PatchSampler
 from domadapt.data.prepare import load_target, prepare_labeled
 from domadapt.data.transforms import intensity_stats
@@ -233,14 +234,12 @@ class _TargetValMonitor(SourceValMonitor):
 
 
 def _write_table(rows: list[dict], folder: Path) -> None:
-    keys = list(rows[0])
-    tmp = folder / "label_efficiency.csv.partial"
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
+    with atomic_path(folder / "label_efficiency.csv") as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(folder / "label_efficiency.csv")
-    (folder / "label_efficiency.md").write_text(render_table(rows))
+    with atomic_path(folder / "label_efficiency.md") as tmp:
+        tmp.write_text(render_table(rows))
 
 
 def _mean(rows: list[dict], kind: str, n: int, key: str) -> tuple[float, float, int] | None:
@@ -292,8 +291,7 @@ def _plot(rows: list[dict], path: Path, title: str) -> Path:
     axes[0].legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_suffix(".partial.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -27,6 +27,7 @@ import numpy as np
 import tifffile
 import torch
 
+from domadapt.data.atomic import atomic_path
 from domadapt.data.transforms import intensity_stats, normalize, resample_image, scale_factor
 from domadapt.data.volume import check_finite, check_voxel_size
 from domadapt.errors import NO_SPACE_ERRNOS, ConfigError, DataError, write_failure
@@ -254,19 +255,16 @@ def predict_to_tif(
     :func:`predict_volume`.
     """
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(out_path.name + ".partial")
     shape = (image.shape[0] if len(image.shape) == 3 else 1, *image.shape[-2:])
     probs = predict_volume(model, image, **kwargs)
     pages = (_to_uint8(prob, binary, threshold) for prob in probs)
+    big = int(np.prod(shape)) > 2**32 - 2**26
     try:
-        with tifffile.TiffWriter(partial, bigtiff=int(np.prod(shape)) > 2**32 - 2**26) as writer:
+        with atomic_path(out_path) as partial, tifffile.TiffWriter(partial, bigtiff=big) as writer:
             writer.write(pages, shape=shape, dtype=np.uint8, photometric="minisblack",
                          metadata={"axes": "ZYX"})
-        os.replace(partial, out_path)
     except BaseException as exc:
         probs.close()  # stops the generator now, not at garbage collection
-        partial.unlink(missing_ok=True)
         if isinstance(exc, OSError) and (exc.errno in NO_SPACE_ERRNOS or exc.errno is None):
             raise write_failure(out_path, exc) from None  # tifffile: "N requested and M written"
         raise

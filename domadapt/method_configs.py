@@ -13,26 +13,27 @@ from typing import Literal
 
 from domadapt.augment_options import AugmentConfig
 from domadapt.errors import ConfigError
+from domadapt.stage_options import StageOptions, validate_stages
+
+#: A multitask stage takes every stage key.
+MULTITASK_STAGE_KEYS = {"steps", "share", "lr", "optimizer", "eval_every", "criterion", "patience",
+                        "handoff", "frozen"}
+#: The stage keys of a stage that only trains (no hand-off, own criterion or frozen parts).
+SIMPLE_STAGE_KEYS = {"steps", "share", "lr", "optimizer", "eval_every"}
 
 
 @dataclass
-class MultitaskStage:
-    """One stage of the multi-task (Y-Net) schedule: loss weights, optimiser, frozen parts."""
+class MultitaskStage(StageOptions):
+    """One stage of the multi-task (Y-Net) schedule: the stage keys, plus loss weights."""
 
-    name: str = "joint"  # stage name: checkpoints/<name>/ and tb/<name>/
-    steps: int | None = None  # training steps; null: share * train.steps
-    share: float = 1.0  # fraction of train.steps used when steps is null
+    name: str = "joint"
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"  # sgd uses momentum 0.9
-    lr: float | None = None  # null: train.lr
-    seg_weight: float = 1.0  # weight of the source segmentation loss (0: no segmentation loss)
-    recon_weight: float | None = None  # null: multitask.recon_weight (0: no reconstruction loss)
     # Parts kept fixed (and in eval mode); encoder_shallow = every encoder level but the bottleneck.
     frozen: list[Literal["encoder", "encoder_shallow", "seg_decoder", "recon_decoder"]] = field(
         default_factory=list)
+    seg_weight: float = 1.0  # weight of the source segmentation loss (0: no segmentation loss)
+    recon_weight: float | None = None  # null: multitask.recon_weight (0: no reconstruction loss)
     histogram_matching: bool = False  # match target intensities to the source histogram first
-    criterion: str | None = None  # checkpoint choice / early stopping; null: selection.criterion
-    patience: int | None = None  # evaluations without improvement; null: train.patience
-    handoff: Literal["selected", "last"] = "selected"  # weights the next stage starts from
 
 
 @dataclass
@@ -55,9 +56,9 @@ class SslConfig:
     """Self-supervised pretraining on source + target images, then a source fine-tune."""
 
     pretext: Literal["crappify", "noise2void", "masked"] = "crappify"  # the stage-1 task
-    pretext_steps: int | None = None  # stage-1 steps; null: pretext_share * train.steps
-    pretext_share: float = 0.5  # pretext length relative to train.steps (the fine-tune's length)
-    pretext_lr: float | None = None  # null: train.lr
+    # The pretext stage (the fine-tune is the segmentation stage: train.*); lr null: train.lr,
+    # optimizer null: AdamW with train.weight_decay.
+    stages: list[StageOptions] = field(default_factory=lambda: [StageOptions("pretext", share=0.5)])
     loss: Literal["mse", "mae"] = "mse"  # pretext regression loss
     noise_std: float = 0.3  # crappify: std of the Gaussian noise added before downsampling
     downsample: int = 4  # crappify: down- then up-sampling factor
@@ -80,37 +81,21 @@ def validate_multitask(mt: MultitaskConfig) -> None:
             raise ConfigError(f"Config key 'multitask.{key}' must be >= 0, got {value}.")
     if mt.mask_patch <= 0:
         raise ConfigError(f"Config key 'multitask.mask_patch' must be positive, got {mt.mask_patch}.")
-    if not mt.stages:
-        raise ConfigError("Config key 'multitask.stages' must list at least one stage.")
-    names = [s.name for s in mt.stages]
+    validate_stages(mt.stages, "multitask", MULTITASK_STAGE_KEYS)
     for i, stage in enumerate(mt.stages):
-        _validate_stage(stage, f"multitask.stages[{i}]", mt.recon_weight)
-        if stage.name in names[:i]:
-            raise ConfigError(f"Config key 'multitask.stages[{i}].name' repeats '{stage.name}'.")
-
-
-def _validate_stage(stage: MultitaskStage, key: str, default_recon: float) -> None:
-    if not stage.name or not all(c.isalnum() or c in "-_" for c in stage.name):
-        raise ConfigError(f"Config key '{key}.name' must be letters, digits, - or _, "
-                          f"got {stage.name!r}.")
-    for field_name in ("steps", "lr", "share"):
-        value = getattr(stage, field_name)
-        if value is not None and value <= 0:
-            raise ConfigError(f"Config key '{key}.{field_name}' must be positive, got {value}.")
-    recon = default_recon if stage.recon_weight is None else stage.recon_weight
-    if stage.seg_weight < 0 or recon < 0:
-        raise ConfigError(f"Config keys '{key}.seg_weight' and '{key}.recon_weight' must be >= 0.")
-    if stage.seg_weight == 0 and recon == 0:
-        raise ConfigError(f"Config keys '{key}.seg_weight' and '{key}.recon_weight' are both 0: "
-                          "the stage would train nothing.")
+        key = f"multitask.stages[{i}]"
+        recon = mt.recon_weight if stage.recon_weight is None else stage.recon_weight
+        if stage.seg_weight < 0 or recon < 0:
+            raise ConfigError(f"Config keys '{key}.seg_weight' and '{key}.recon_weight' must be >= 0.")
+        if stage.seg_weight == 0 and recon == 0:
+            raise ConfigError(f"Config keys '{key}.seg_weight' and '{key}.recon_weight' are both 0: "
+                              "the stage would train nothing.")
 
 
 def validate_ssl(ssl: SslConfig) -> None:
     """Ranges of the ssl keys; the step budget is checked against train.steps when planning."""
+    validate_stages(ssl.stages, "ssl", SIMPLE_STAGE_KEYS, ("pretext",))
     checks = (
-        ("pretext_steps", ssl.pretext_steps is None or ssl.pretext_steps > 0, "positive"),
-        ("pretext_share", ssl.pretext_share > 0, "positive"),
-        ("pretext_lr", ssl.pretext_lr is None or ssl.pretext_lr > 0, "positive"),
         ("noise_std", ssl.noise_std >= 0, ">= 0"),
         ("downsample", ssl.downsample >= 1, ">= 1"),
         ("n2v_fraction", 0.0 < ssl.n2v_fraction <= 1.0, "in (0, 1]"),
@@ -138,12 +123,11 @@ class StyleConfig:
     # checkpoints are reused instead of training a new segmenter (target_to_source only);
     # its checkpoints are re-scored by selection.criterion on the harmonized target.
     segmenter_from: str | None = None
-    translator_steps: int | None = None  # learned kinds: steps; null: translator_share * train.steps
-    translator_share: float = 0.5
-    translator_lr: float = 2e-4
+    # The learned translators' stage (cut, cyclegan): Adam with betas (0.5, 0.999).
+    stages: list[StageOptions] = field(default_factory=lambda: [
+        StageOptions("translator", share=0.5, lr=2e-4, eval_every=100)])
     translator_batch: int = 4
     translator_patch: int = 128
-    translator_eval_every: int = 100
     generator_width: int = 16
     generator_blocks: int = 6
     discriminator_width: int = 32
@@ -156,15 +140,12 @@ class StyleConfig:
 
 def validate_style(style: StyleConfig) -> None:
     """Ranges of the style keys."""
+    validate_stages(style.stages, "style", {"steps", "share", "lr", "eval_every"}, ("translator",))
     checks = (
         ("fda_beta", 0.0 <= style.fda_beta < 0.5, "in [0, 0.5)"),
-        ("translator_steps", style.translator_steps is None or style.translator_steps > 0, "positive"),
-        ("translator_share", style.translator_share > 0, "positive"),
-        ("translator_lr", style.translator_lr > 0, "positive"),
         ("translator_batch", style.translator_batch > 0, "positive"),
         ("translator_patch", style.translator_patch > 0 and style.translator_patch % 4 == 0,
          "a positive multiple of 4"),
-        ("translator_eval_every", style.translator_eval_every > 0, "positive"),
         ("generator_width", style.generator_width > 0, "positive"),
         ("generator_blocks", style.generator_blocks >= 0, ">= 0"),
         ("discriminator_width", style.discriminator_width > 0, "positive"),
@@ -205,9 +186,8 @@ class SelfTrainingConfig:
     # A finished run folder of the same source (e.g. the pair's baseline) whose selected
     # checkpoint is the starting segmenter; null: a source-only stage is trained first.
     segmenter_from: str | None = None
-    steps: int | None = None  # self-training steps; null: share * train.steps
-    share: float = 0.5
-    lr: float | None = None  # null: train.lr * lr_factor
+    # The mean-teacher stage; lr null: train.lr * lr_factor, optimizer null: AdamW.
+    stages: list[StageOptions] = field(default_factory=lambda: [StageOptions("self_training", share=0.5)])
     lr_factor: float = 0.25  # the student starts trained, so it fine-tunes at a lower rate
     ema_decay: float = 0.99  # teacher = ema_decay * teacher + (1 - ema_decay) * student, per step
     # A teacher pixel becomes a pseudo-label when max(p, 1 - p) >= threshold (p: foreground
@@ -230,10 +210,8 @@ class SelfTrainingConfig:
 
 def validate_self_training(st: SelfTrainingConfig) -> None:
     """Ranges of the self_training keys."""
+    validate_stages(st.stages, "self_training", SIMPLE_STAGE_KEYS, ("self_training",))
     checks = (
-        ("steps", st.steps is None or st.steps > 0, "positive"),
-        ("share", st.share > 0, "positive"),
-        ("lr", st.lr is None or st.lr > 0, "positive"),
         ("lr_factor", st.lr_factor > 0, "positive"),
         ("ema_decay", 0.0 <= st.ema_decay < 1.0, "in [0, 1)"),
         ("threshold", 0.5 <= st.threshold < 1.0, "in [0.5, 1)"),

@@ -21,7 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from domadapt.config import RunConfig, config_differences, dataset_refs, load_yaml, record, save_config
+from domadapt.config import (
+    RunConfig,
+    config_differences,
+    dataset_refs,
+    load_yaml,
+    record,
+    save_config,
+    saved_record,
+)
 from domadapt.data.atomic import atomic_path
 from domadapt.data.prepare import PreparedData, TargetTest, prepare_data
 from domadapt.errors import ConfigError, DataError, DomadaptError, RunFolderError
@@ -90,7 +98,7 @@ def refuse_changed_settings(cfg: RunConfig, run_dir: Path, resume: bool,
     saved = run_dir / CONFIG_FILE
     if not resume or not saved.is_file():
         return
-    old, new = record(load_yaml(saved), section), record(cfg, section)
+    old, new = saved_record(load_yaml(saved), section), record(cfg, section)
     if new["pretrain"]["weights"] is None:  # recorded by the run's own pretrain stage
         new["pretrain"]["weights"] = old.get("pretrain", {}).get("weights")
     changed = [k for k in config_differences(old, new) if k not in RESUMABLE_CHANGES]

@@ -20,6 +20,7 @@ import numpy as np
 
 from domadapt.config import load_yaml
 from domadapt.criteria import directions
+from domadapt.data.atomic import atomic_path
 from domadapt.errors import RunFolderError
 
 SCORES_FILE = "checkpoint_scores.json"
@@ -268,6 +269,7 @@ def plot_criteria(report: dict, path: Path) -> Path:
     ax2.set_ylabel("target IoU")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return path

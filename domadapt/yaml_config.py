@@ -48,12 +48,30 @@ def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dic
         current = out.get(key)
         if isinstance(value, dict) and isinstance(current, dict):
             out[key] = merge(current, value, f"{prefix}{key}.")
+        elif isinstance(value, dict) and isinstance(current, list):
+            out[key] = merge_named(current, value, f"{prefix}{key}")
         elif isinstance(value, dict) and current is not None and not value:
             continue
         elif isinstance(value, dict) and current is not None:
             raise ConfigError(f"Config key '{prefix}{key}' must be a mapping, got {current!r}.")
         else:
             out[key] = value
+    return out
+
+
+def merge_named(items: list, update: dict[str, Any], key: str) -> list:
+    """Update entries of a list of named mappings by name: ``{"pretext": {"steps": 200}}``
+    changes the entry whose ``name`` is ``pretext`` and keeps the others and their order."""
+    out = [dict(item) if isinstance(item, dict) else item for item in items]
+    names = [item.get("name") if isinstance(item, dict) else None for item in out]
+    for name, value in update.items():
+        if name not in names:
+            raise ConfigError(f"Config key '{key}.{name}' names no entry of '{key}'; entries: "
+                              f"{', '.join(str(n) for n in names)}.")
+        if not isinstance(value, dict):
+            raise ConfigError(f"Config key '{key}.{name}' must be a mapping, got {value!r}.")
+        i = names.index(name)
+        out[i] = merge(out[i], value, f"{key}.{name}.")
     return out
 
 
@@ -105,8 +123,21 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             raise ConfigError(
                 f"Unknown config key '{prefix}{key}'; valid keys here: {', '.join(names)}."
             )
-    values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
+    values = {key: _coerce(hints[key], _by_name(defaults[key], value, prefix + key), prefix + key)
+              for key, value in data.items()}
     return cls(**values)
+
+
+def _by_name(f: dataclasses.Field, value: Any, key: str) -> Any:
+    """A mapping given for a list field updates the field's default entries by name."""
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not isinstance(default, list):
+        return value
+    plain = [dataclasses.asdict(d) if dataclasses.is_dataclass(d) else d for d in default]
+    return merge_named(plain, value, key)
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

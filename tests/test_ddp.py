@@ -15,8 +15,8 @@ from domadapt.training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="torch.distributed missing")
-SHORT = ("train.steps=10", "train.eval_every=5", "train.threads=1", "style.translator_steps=4",
-         "style.translator_eval_every=2", "ssl.pretext_steps=4")
+SHORT = ("train.steps=10", "train.eval_every=5", "train.threads=1", "style.stages.translator.steps=4",
+         "style.stages.translator.eval_every=2", "ssl.stages.pretext.steps=4")
 
 
 def _torchrun(out, method: str, *overrides: str) -> dict:

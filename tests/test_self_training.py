@@ -155,7 +155,8 @@ def test_a_perfect_teacher_lifts_the_students_target_iou_above_the_source_only_s
     src_image, src_mask = _disks(rng, 8, 64, 0.3, 0.7)
     val_image, val_mask = _disks(rng, 2, 64, 0.3, 0.7)
     tgt_image, tgt_mask = _disks(rng, 6, 64, 0.1, 0.35)
-    cfg = tiny_config(*FAST, "train.steps=60", "train.eval_every=30", "self_training.steps=60",
+    cfg = tiny_config(*FAST, "train.steps=60", "train.eval_every=30",
+                      "self_training.stages.self_training.steps=60",
                       "self_training.rampup_share=0", "self_training.lr_factor=1",
                       method="self_training")
     voxel = (10.0, 10.0, 10.0)
@@ -188,7 +189,7 @@ class LabelGuard(UnlabeledVolume):
 def test_the_strategy_sees_no_target_labels(tiny_config, tmp_path):
     from domadapt.data.prepare import prepare_data
 
-    cfg = tiny_config(*FAST, "self_training.steps=4", method="self_training")
+    cfg = tiny_config(*FAST, "self_training.stages.self_training.steps=4", method="self_training")
     data = prepare_data(cfg)
     guard = [LabelGuard(v.image, v.voxel_size_nm, v.name) for v in (data.target_train, data.target_test)]
     assert not hasattr(data.target_train, "mask")
@@ -245,7 +246,8 @@ def test_resume_after_a_kill_in_self_training_continues_identically(tmp_path, mo
 
     def config(out):
         return build_config(profile="smoke", method="self_training-sections",
-                            overrides=["train.threads=1", *FAST, "self_training.steps=20"],
+                            overrides=["train.threads=1", *FAST,
+                                       "self_training.stages.self_training.steps=20"],
                             flags={"out": str(tmp_path / out)})
 
     full = run(config("a"), progress=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 
 import numpy as np
@@ -115,15 +116,17 @@ def test_near_empty_patches_are_skipped():
 @pytest.mark.parametrize(("overrides", "key"), [
     (["ssl.pretext=blur"], "ssl.pretext"),
     (["ssl.finetune=partial"], "ssl.finetune"),
-    (["ssl.pretext_share=0"], "ssl.pretext_share"),
+    (["ssl.stages.pretext.share=0"], "ssl.stages[0].share"),
     (["ssl.noise_std=-1"], "ssl.noise_std"),
     (["ssl.downsample=two"], "ssl.downsample"),
     (["ssl.crop=3"], "ssl.crop"),
-    (["ssl.pretext_steps=0"], "ssl.pretext_steps"),
+    (["ssl.stages.pretext.steps=0"], "ssl.stages[0].steps"),
+    (["ssl.stages.pretext.frozen=[encoder]"], "ssl.stages[0].frozen"),
+    (["ssl.pretext_steps=5"], "ssl.pretext_steps' is now 'ssl.stages.pretext.steps"),
     (["ssl.finetune=freeze_encoder", "ssl.freeze_steps=20", "train.steps=20"], "ssl.freeze_steps"),
 ])
 def test_bad_ssl_config_names_the_key(tiny_config, overrides, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(key)):
         plan_ssl(tiny_config(*overrides, method="ssl"))
 
 

@@ -146,9 +146,9 @@ def test_learned_translator_brings_target_intensities_toward_the_source(appearan
                                                                        shift_baseline, kind):
     _, baseline_dir = shift_baseline
     cfg = _shift_config(appearance_shift, "style_transfer", f"style.kind={kind}",
-                        f"style.segmenter_from={baseline_dir}", "style.translator_steps=40",
-                        "style.translator_eval_every=20", "style.translator_patch=64",
-                        "style.translator_lr=0.002", "style.generator_width=8",
+                        f"style.segmenter_from={baseline_dir}", "style.stages.translator.steps=40",
+                        "style.stages.translator.eval_every=20", "style.translator_patch=64",
+                        "style.stages.translator.lr=0.002", "style.generator_width=8",
                         "style.generator_blocks=2", "style.discriminator_width=8",
                         out=f"runs-{kind}")
     metrics = run(cfg, progress=False)

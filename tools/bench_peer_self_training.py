@@ -95,6 +95,7 @@ def torch_em_teacher(cfg, data, start: torch.nn.Module, out: Path) -> tuple[torc
         MeanTeacherTrainer,
     )
 
+    from domadapt.stage_options import stage_named
     from domadapt.strategies.self_training import batch_split, self_training_steps
 
     st, steps = cfg.self_training, self_training_steps(cfg)
@@ -107,7 +108,7 @@ def torch_em_teacher(cfg, data, start: torch.nn.Module, out: Path) -> tuple[torc
                                cfg.seed + 1), n_target)
     dice = torch_em.loss.DiceLoss()
     sigmoid = torch.nn.Sigmoid()
-    lr = st.lr or cfg.train.lr * st.lr_factor
+    lr = stage_named(st.stages, "self_training").lr or cfg.train.lr * st.lr_factor
     trainer = MeanTeacherTrainer(
         name="peer", model=start, unsupervised_train_loader=unsup, supervised_train_loader=sup,
         supervised_val_loader=val, unsupervised_loss=DefaultSelfTrainingLoss(dice, sigmoid),

@@ -219,10 +219,13 @@ def supervised_stage(name: str, net: nn.Module, cfg: RunConfig, sampler: PatchSa
     )
 
 
-def train_settings(cfg: RunConfig, optimizer: torch.optim.Optimizer, steps: int) -> dict:
-    """The Stage fields every stage takes from ``train``: schedules, clipping, logging."""
+def train_settings(cfg: RunConfig, optimizer: torch.optim.Optimizer, steps: int,
+                   eval_every: int | None = None) -> dict:
+    """The Stage fields every stage takes from ``train``: schedules, clipping, logging
+    (``eval_every``: a stage's own, else ``train.eval_every``)."""
     t = cfg.train
-    return {"eval_every": t.eval_every, "schedulers": {"main": make_scheduler(optimizer, t, steps)},
+    return {"eval_every": eval_every or t.eval_every,
+            "schedulers": {"main": make_scheduler(optimizer, t, steps)},
             "grad_clip": t.grad_clip, "log_every": t.log_every, "image_every": t.image_every}
 
 

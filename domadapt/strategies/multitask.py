@@ -33,6 +33,7 @@ from domadapt.data.augment import augment_batch
 from domadapt.data.patches import PatchSampler
 from domadapt.errors import ConfigError
 from domadapt.models.ynet import build_recon_decoder
+from domadapt.stage_options import stage_steps
 from domadapt.strategies.base import (
     Domains,
     FitResult,
@@ -49,6 +50,7 @@ from domadapt.strategies.base import (
     train_settings,
 )
 from domadapt.training.losses import segmentation_loss
+from domadapt.training.optim import make_optimizer
 from domadapt.training.reconstruction import (
     ReconstructionMonitor,
     corrupt,
@@ -65,6 +67,7 @@ class StagePlan:
 
     name: str
     steps: int
+    eval_every: int | None
     lr: float
     optimizer: str
     seg_weight: float
@@ -94,7 +97,7 @@ def plan_stages(cfg: RunConfig) -> list[StagePlan]:
             | ({"recon_decoder"} if recon == 0 else set())
         n_lab, n_unl = batch_split(cfg, s, recon, f"multitask.stages[{i}]")
         plans.append(StagePlan(
-            name=s.name, steps=s.steps or max(1, round(s.share * t.steps)),
+            name=s.name, steps=stage_steps(s, t.steps), eval_every=s.eval_every,
             lr=s.lr if s.lr is not None else t.lr, optimizer=s.optimizer, seg_weight=s.seg_weight,
             recon_weight=recon, frozen=tuple(sorted(frozen)), histogram_matching=s.histogram_matching,
             criterion=s.criterion or cfg.selection.criterion,
@@ -200,7 +203,7 @@ def build_stage(plan: StagePlan, modules: dict[str, nn.Module], cfg: RunConfig, 
     if not params:
         raise ConfigError(f"Config key '{plan.key}.frozen' freezes every part stage "
                           f"'{plan.name}' trains; it would learn nothing.")
-    optimizer = make_optimizer(plan.optimizer, params, plan.lr, cfg.train.weight_decay)
+    optimizer = make_optimizer(params, cfg.train, plan.lr, plan.optimizer)
     monitors = build_monitors(cfg, domains) + [recon_monitor(cfg, domains, target_image)]
     check_criterion(plan, monitors)
     return Stage(
@@ -210,17 +213,8 @@ def build_stage(plan: StagePlan, modules: dict[str, nn.Module], cfg: RunConfig, 
         transform=make_transform(plan, cfg),
         steps=plan.steps, monitors=monitors, predictor="net",
         stop_metric=plan.criterion if plan.patience else None, patience=plan.patience,
-        **train_settings(cfg, optimizer, plan.steps),
+        **train_settings(cfg, optimizer, plan.steps, plan.eval_every),
     )
-
-
-def make_optimizer(kind: str, params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW (default), Adam (the reference's later stages) or SGD with momentum 0.9."""
-    if kind == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def check_criterion(plan: StagePlan, monitors: list) -> None:

@@ -43,6 +43,7 @@ from domadapt.data.patches import PatchSampler
 from domadapt.errors import ConfigError, RunFolderError
 from domadapt.inference import harmonize_image
 from domadapt.models.spec import harmonizer_spec, unet_from_spec
+from domadapt.stage_options import stage_named, stage_steps
 from domadapt.strategies.base import (
     Domains,
     FitResult,
@@ -159,8 +160,7 @@ def reused_segmenter(run_dir: Path, cfg: RunConfig) -> nn.Module:
 
 
 def self_training_steps(cfg: RunConfig) -> int:
-    st = cfg.self_training
-    return st.steps or max(1, round(st.share * cfg.train.steps))
+    return stage_steps(stage_named(cfg.self_training.stages, STAGE), cfg.train.steps)
 
 
 def batch_split(cfg: RunConfig) -> tuple[int, int]:
@@ -197,7 +197,8 @@ def self_training_stage(start: nn.Module, cfg: RunConfig, domains: Domains) -> S
         fixed_patches(domains.target_train.image, cfg.data.patch_size, cfg.seed, n=8), st.threshold,
         st.class_keep))
     require_metric(cfg.selection.criterion, "selection.criterion", STAGE, monitors)
-    optimizer = make_optimizer(student.parameters(), t, st.lr or t.lr * st.lr_factor)
+    options = stage_named(st.stages, STAGE)
+    optimizer = make_optimizer(student.parameters(), t, options.lr or t.lr * st.lr_factor, options.optimizer)
     return Stage(
         name=STAGE, modules={"net": student, "teacher": teacher}, optimizers={"main": optimizer},
         objectives=[mean_teacher_objective(cfg, steps)], batches=batches, transform=transform,

@@ -34,7 +34,7 @@ parameter groups mid-stage.
 
 The fine-tune gets ``train.steps`` steps, as the baseline's segmentation stage
 does: ssl and baseline runs with the same ``train.steps`` see the same supervised budget, and ssl spends
-``ssl.pretext_steps`` (default ``pretext_share`` x ``train.steps``) more on the
+``ssl.stages.pretext.steps`` (default its ``share`` x ``train.steps``) more on the
 pretext. Each stage starts from the previous stage's ``last.pt`` read from disk,
 so ``--resume`` skips finished stages and rebuilds the same starting point.
 """
@@ -52,6 +52,7 @@ from domadapt.config import RunConfig, SslConfig
 from domadapt.data.augment import augment_batch
 from domadapt.data.patches import PatchSampler
 from domadapt.errors import ConfigError, DataError
+from domadapt.stage_options import stage_named, stage_steps
 from domadapt.strategies.base import (
     Domains,
     FitResult,
@@ -98,7 +99,7 @@ class FinetunePlan:
 def plan_ssl(cfg: RunConfig) -> tuple[int, list[FinetunePlan]]:
     """(pretext steps, fine-tuning stages); the fine-tune takes ``train.steps`` in all."""
     ssl, steps = cfg.ssl, cfg.train.steps
-    pretext = ssl.pretext_steps or max(1, round(ssl.pretext_share * steps))
+    pretext = stage_steps(stage_named(ssl.stages, "pretext"), steps)
     if ssl.finetune != "freeze_encoder":
         return pretext, [FinetunePlan("finetune", steps)]
     frozen = ssl.freeze_steps or max(1, steps // 2)
@@ -165,8 +166,9 @@ def structured_batch(sampler: PatchSampler, generator: torch.Generator, min_std:
 def pretext_stage(cfg: RunConfig, domains: Domains, steps: int) -> Stage:
     """Restoration of corrupted, structured patches of source_train and target_train images."""
     d, ssl = cfg.data, cfg.ssl
+    options = stage_named(ssl.stages, "pretext")
     net = new_segmentation_net(cfg)
-    optimizer = make_optimizer(net.parameters(), cfg.train, lr=ssl.pretext_lr)
+    optimizer = make_optimizer(net.parameters(), cfg.train, options.lr, options.optimizer)
     sampler = PatchSampler([domains.source_train.image, domains.target_train.image], None,
                            d.patch_size, d.batch_size, 0.0, cfg.seed)
     return Stage(
@@ -176,7 +178,7 @@ def pretext_stage(cfg: RunConfig, domains: Domains, steps: int) -> Stage:
         transform=pretext_transform(cfg),
         steps=steps, monitors=[pretext_monitor(cfg, domains)],
         predictor=None,  # a restoration network: nothing to segment with yet
-        **train_settings(cfg, optimizer, steps),
+        **train_settings(cfg, optimizer, steps, options.eval_every),
     )
 
 

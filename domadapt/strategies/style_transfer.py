@@ -39,6 +39,7 @@ from domadapt.data.volume import UnlabeledVolume, Volume
 from domadapt.errors import RunFolderError
 from domadapt.inference import harmonize_image
 from domadapt.models.spec import harmonizer_spec, unet_from_spec
+from domadapt.stage_options import stage_named, stage_steps
 from domadapt.strategies.base import (
     Domains,
     FitResult,
@@ -53,9 +54,8 @@ from domadapt.strategies.base import (
     select,
     source_sampler,
 )
-from domadapt.training.checkpoint import load_checkpoint, save_atomic
-from domadapt.training.distributed import barrier
-from domadapt.training.monitors import EvalContext, fixed_slice_sample
+from domadapt.training.checkpoint import load_checkpoint
+from domadapt.training.monitors import fixed_slice_sample
 from domadapt.training.trainer import Stage, StageResult
 from domadapt.training.translation_monitor import TranslationMonitor
 
@@ -159,8 +159,7 @@ def harmonize_domains(harm: Harmonization, domains: Domains, cfg: RunConfig,
 
 
 def translator_steps(cfg: RunConfig) -> int:
-    style = cfg.style
-    return style.translator_steps or max(1, round(style.translator_share * cfg.train.steps))
+    return stage_steps(stage_named(cfg.style.stages, "translator"), cfg.train.steps)
 
 
 def train_translator(cfg: RunConfig, moving: np.ndarray, reference: np.ndarray,
@@ -184,7 +183,8 @@ def translator_stage(cfg: RunConfig, moving: np.ndarray, reference: np.ndarray) 
     style = cfg.style
     modules = translator_modules(style.kind, style.generator_width, style.generator_blocks,
                                  style.discriminator_width, cfg.seed)
-    optimizers = {name: torch.optim.Adam(params, lr=style.translator_lr, betas=(0.5, 0.999))
+    options = stage_named(style.stages, "translator")
+    optimizers = {name: torch.optim.Adam(params, lr=options.lr, betas=(0.5, 0.999))
                   for name, params in translator_param_groups(style.kind, modules).items()}
     weights = TranslationLossWeights(gan=style.gan_weight, nce=style.nce_weight,
                                      cycle=style.cycle_weight, identity=style.identity_weight)
@@ -198,7 +198,7 @@ def translator_stage(cfg: RunConfig, moving: np.ndarray, reference: np.ndarray) 
     return Stage(
         name="translator", modules=modules, optimizers=optimizers, objectives=objectives,
         batches=lambda g: {"a": a.sample(g)["image"], "b": b.sample(g)["image"]},
-        steps=translator_steps(cfg), eval_every=style.translator_eval_every, monitors=[monitor],
+        steps=translator_steps(cfg), eval_every=options.eval_every or t.eval_every, monitors=[monitor],
         predictor=None, grad_clip=t.grad_clip, log_every=t.log_every, image_every=t.image_every)
 
 
@@ -215,31 +215,21 @@ def reuse_segmenter(run_dir: Path, cfg: RunConfig, adapted: Domains, ctx: Strate
     """Re-score a finished run's saved segmentation checkpoints on the harmonized target.
 
     The criterion sees the harmonized images the model will be applied to, so
-    it may pick another checkpoint than the original run did. The chosen one
-    is copied, with the harmonizer, into this run folder as the stage's best.
+    it may pick another checkpoint than the original run did. The trainer
+    evaluates them as it evaluates any stage and writes this run's best files
+    (with this run's config and harmonizer).
     """
     paths = _segmentation_checkpoints(run_dir)
     first = load_checkpoint(paths[0])
     check_reusable(first, cfg, run_dir, "style.segmenter_from")
-    spec = first["model_spec"]
-    net = unet_from_spec(spec).to(ctx.device)
+    net = unet_from_spec(first["model_spec"])
     monitors = build_monitors(cfg, adapted)
-    criterion = cfg.selection.criterion
-    require_metric(criterion, "selection.criterion", "segmentation", monitors)
-    direction = {m: d for mon in monitors for m, d in mon.directions.items()}[criterion]
-    history = []
-    for epoch, path in enumerate(paths, start=1):
-        payload = load_checkpoint(path)
-        net.load_state_dict(payload["modules"]["net"])
-        ectx = EvalContext({"net": net}, net, ctx.device, False, payload["step"], False,
-                           cfg.inference.tile, cfg.inference.overlap)
-        record = {"step": payload["step"], "epoch": epoch}
-        with torch.no_grad():
-            for monitor in monitors:
-                record.update(monitor.evaluate(ectx).metrics)
-        history.append(record)
-    best = (max if direction == "max" else min)(range(len(history)), key=lambda i: history[i][criterion])
-    return _adopt(paths[best], history[best], history, criterion, direction, net, ctx)
+    require_metric(cfg.selection.criterion, "selection.criterion", "segmentation", monitors)
+    stage = Stage(name="segmentation", modules={"net": net}, optimizers={}, objectives=[],
+                  batches=lambda g: {}, steps=int(load_checkpoint(paths[-1])["step"]),
+                  eval_every=cfg.train.eval_every, monitors=monitors, predictor="net",
+                  image_every=cfg.train.image_every)
+    return select(ctx.trainer.rescore(stage, paths), net, cfg.selection.criterion)
 
 
 def _segmentation_checkpoints(run_dir: Path) -> list[Path]:
@@ -250,30 +240,6 @@ def _segmentation_checkpoints(run_dir: Path) -> list[Path]:
                              "checkpoints (checkpoints/segmentation/step-*.pt); give a finished "
                              "baseline or style_transfer run folder.")
     return paths
-
-
-def _adopt(path: Path, pick: dict, history: list[dict], criterion: str, direction: str,
-           net: nn.Module, ctx: StrategyContext) -> FitResult:
-    """Copy the chosen checkpoint (plus this run's config and harmonizer) into this run."""
-    import json
-
-    stage_dir = ctx.run_dir / "checkpoints" / "segmentation"
-    payload = load_checkpoint(path)
-    payload.update(ctx.trainer.extra)
-    payload["reused_from"] = str(path)
-    best = stage_dir / f"best-{criterion}.pt"
-    if ctx.trainer.dist.is_main:  # under torchrun every rank scored the same; one writes
-        save_atomic(payload, best)
-        (stage_dir / "history.json").write_text(json.dumps(history, indent=1))
-    barrier(ctx.trainer.dist)
-    net.load_state_dict(payload["modules"]["net"])
-    net.eval()
-    result = StageResult("segmentation", history,
-                         {criterion: {"value": pick[criterion], "step": pick["step"],
-                                      "epoch": pick["epoch"], "path": str(best),
-                                      "direction": direction}},
-                         history[-1]["step"], False, stage_dir)
-    return FitResult(net, best, criterion, pick["step"], pick["epoch"], [result])
 
 
 # ---------------------------------------------------------------------- samples

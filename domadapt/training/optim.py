@@ -10,11 +10,17 @@ import torch
 from domadapt.config import TrainConfig
 
 
-def make_optimizer(params: Iterable, cfg: TrainConfig,
-                   lr: float | None = None) -> torch.optim.Optimizer:
-    """AdamW: robust default for small U-Nets trained from scratch."""
-    return torch.optim.AdamW(params, lr=lr if lr is not None else cfg.lr,
-                             weight_decay=cfg.weight_decay)
+def make_optimizer(params: Iterable, cfg: TrainConfig, lr: float | None = None,
+                   kind: str | None = None) -> torch.optim.Optimizer:
+    """AdamW by default (robust for small U-Nets trained from scratch); a stage's
+    ``optimizer`` key may ask for Adam (the reference's later stages, no weight decay) or
+    SGD with momentum 0.9. ``lr`` None: ``train.lr``."""
+    lr = lr if lr is not None else cfg.lr
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,

@@ -139,6 +139,42 @@ class Trainer:
         state.history, state.best = broadcast_object((state.history, state.best), self.dist)
         return state.result()
 
+    def rescore(self, stage: Stage, checkpoints: list[Path]) -> StageResult:
+        """Evaluate saved checkpoints (e.g. of a finished run) as if ``stage`` had trained them.
+
+        Same monitors, history, best-checkpoint files, TensorBoard scalars and resume
+        as :meth:`fit`, with weights read from disk instead of optimised, so a method
+        that reuses a segmenter chooses among its checkpoints the way every stage
+        does. Best files name the checkpoint their weights came from (``reused_from``);
+        the checkpoints themselves are not copied.
+        """
+        state = _LoopState(stage, self.run_dir / "checkpoints" / stage.name)
+        for module in stage.modules.values():
+            module.to(self.device)
+        generator = torch.Generator().manual_seed(self.seed)
+        scaler = torch.amp.GradScaler("cuda", enabled=False)
+        if self.resume and (state.dir / "last.pt").is_file():
+            self._restore(stage, state, generator, scaler)
+            if state.finished:
+                return state.result()
+        writer = self._writer(stage.name, 0)
+        try:
+            for path in checkpoints:
+                payload = ckpt.load_checkpoint(path)
+                for key, module in stage.modules.items():
+                    module.load_state_dict(payload["modules"][key])
+                state.step = int(payload["step"])
+                self._evaluate(stage, state, generator, scaler, writer, origin=str(path))
+        finally:
+            if writer is not None:
+                writer.close()
+        state.finished = True
+        if self.dist.is_main:
+            self._save(stage, state, generator, scaler, state.dir / "last.pt", [generator.get_state()])
+        barrier(self.dist)
+        state.history, state.best = broadcast_object((state.history, state.best), self.dist)
+        return state.result()
+
     # ------------------------------------------------------------------ loop
     def _loop(self, stage, state, runner, generator, scaler, writer) -> None:
         bar = tqdm(total=stage.steps, initial=state.step, desc=stage.name, unit="step",
@@ -218,7 +254,7 @@ class Trainer:
             return f"The last good checkpoint is in {folder}."
         return "No checkpoint had been written yet."
 
-    def _evaluate(self, stage, state, generator, scaler, writer) -> None:
+    def _evaluate(self, stage, state, generator, scaler, writer, origin: str | None = None) -> None:
         stop = False
         if self.dist.is_main:
             record, images = self._run_monitors(stage, state.step)
@@ -230,7 +266,7 @@ class Trainer:
         gen_states = all_gather_objects(generator.get_state(), self.dist)
         if self.dist.is_main:  # bests and history first: last.pt must never point ahead
             with self.timer.phase(f"{stage.name}/checkpoints"):
-                self._save_bests(stage, state)
+                self._save_bests(stage, state, origin)
                 _write_json(state.dir / "history.json", state.history)
                 self._save(stage, state, generator, scaler, state.dir / "last.pt", gen_states)
 
@@ -274,9 +310,11 @@ class Trainer:
     def _save(self, stage, state, generator, scaler, path, gen_states=None) -> None:
         ckpt.save_atomic(self._payload(stage, state, generator, scaler, gen_states), path)
 
-    def _save_bests(self, stage: Stage, state: _LoopState) -> None:
+    def _save_bests(self, stage: Stage, state: _LoopState, origin: str | None = None) -> None:
         light = self._payload(stage, state, None, None, full=False)
-        if self.keep_checkpoints:
+        if origin is not None:
+            light["reused_from"] = origin
+        elif self.keep_checkpoints:
             ckpt.save_atomic(light, state.dir / f"step-{state.step:07d}.pt")
         for metric in state.improved:
             ckpt.save_atomic(light, state.dir / f"best-{metric}.pt")

@@ -121,7 +121,6 @@ class InferenceConfig:
     overlap: int = 32
     batch_size: int = 8
     threshold: float = 0.5
-    save_probabilities: bool = True  # also write the uint8 probability tif
     # Predict (evaluations and volumes) in bfloat16 on CPUs with AMX or AVX512-BF16: 3x faster,
     # but 0.006 % of voxels differ from float32 by more than 1/255; other CPUs use float32.
     cpu_bf16: bool = False
@@ -302,6 +301,10 @@ def save_config(cfg: RunConfig, path: str | Path, section: str | None = None) ->
     Path(path).write_text(yaml.safe_dump(record(cfg, section), sort_keys=False))
 
 
+#: Keys of earlier versions that had no effect; a run folder that records them still resumes.
+REMOVED_KEYS = ("inference.save_probabilities",)
+
+
 def refuse_renamed(merged: dict[str, Any]) -> None:
     """A key of an earlier version gets its new name, not only 'unknown key'."""
     for old in RENAMED:
@@ -316,6 +319,8 @@ def saved_record(plain: dict[str, Any], section: str | None) -> dict[str, Any]:
     A folder written before a key was renamed or added compares equal to a
     resume with the same settings; one too old to read is compared as it is.
     """
+    plain = {k: ({n: v for n, v in body.items() if f"{k}.{n}" not in REMOVED_KEYS}
+                 if isinstance(body, dict) else body) for k, body in plain.items()}
     try:
         return record(config_from_plain(upgrade_renamed(plain)), section)
     except ConfigError:

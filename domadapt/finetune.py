@@ -29,7 +29,7 @@ from domadapt.config import RunConfig, config_from_plain, save_config
 from domadapt.data.atomic import atomic_path
 from domadapt.data.patches import PatchSampler
 from domadapt.data.prepare import load_target, prepare_labeled
-from domadapt.data.transforms import intensity_stats
+from domadapt.data.transforms import NORMALIZATION, intensity_stats
 from domadapt.data.volume import UnlabeledVolume, Volume
 from domadapt.errors import ConfigError, DataError, RunFolderError
 from domadapt.inference import harmonize_image
@@ -207,7 +207,7 @@ def _train(cfg: RunConfig, net, harmonizer: torch.nn.Module | None, harmonizer_s
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     extra = {"config": cfg.to_dict(), "model_spec": unet_spec(cfg.model),
-             "pixel_size_nm": px, "normalization": {"method": "percentile", "source_stats": stats}}
+             "pixel_size_nm": px, "normalization": dict(NORMALIZATION)}
     if harmonizer_spec is not None:  # so that `domadapt predict` harmonizes as this model was trained
         extra["harmonizer"] = harmonizer_spec
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, extra=extra, progress=progress,

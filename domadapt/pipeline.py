@@ -32,6 +32,7 @@ from domadapt.config import (
 )
 from domadapt.data.atomic import atomic_path
 from domadapt.data.prepare import PreparedData, TargetTest, prepare_data
+from domadapt.data.transforms import NORMALIZATION
 from domadapt.errors import ConfigError, DataError, DomadaptError, RunFolderError
 from domadapt.inference import predict_to_tif
 from domadapt.metrics import segmentation_scores
@@ -126,8 +127,7 @@ def checkpoint_extra(cfg: RunConfig, data: PreparedData) -> dict:
         "config": cfg.to_dict(),
         "model_spec": unet_spec(cfg.model),
         "pixel_size_nm": cfg.data.pixel_size_nm,
-        "normalization": {"method": "percentile", "low": 1.0, "high": 99.0,
-                          "source_stats": data.source_stats},
+        "normalization": dict(NORMALIZATION),
     }
 
 

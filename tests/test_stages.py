@@ -87,10 +87,12 @@ def test_one_optimizer_factory_serves_every_stage(kind, cls):
 
 
 def test_a_run_folder_of_the_earlier_keys_resumes_with_the_same_settings():
+    """Renamed keys are read under their new names; a removed no-op key is dropped."""
     new = build_config(profile="smoke", method="ssl")
     old = record(new, "ssl")
     old["ssl"] = {k: v for k, v in old["ssl"].items() if k != "stages"}
     old["ssl"].update(pretext_steps=None, pretext_share=0.5, pretext_lr=None)
+    old["inference"] = {**old["inference"], "save_probabilities": True}  # had no effect; removed
     assert saved_record(old, "ssl") == record(new, "ssl")
     old["ssl"]["pretext_share"] = 0.3
     assert saved_record(old, "ssl")["ssl"]["stages"][0]["share"] == 0.3

@@ -41,7 +41,6 @@ class PreparedData:
     target_train: UnlabeledVolume
     target_test: UnlabeledVolume
     target_test_original: TargetTest
-    source_stats: dict
 
 
 def dataset_options(cfg: RunConfig, ref: str) -> dict[str, Any]:
@@ -125,22 +124,21 @@ def load_source(cfg: RunConfig, ref: str | None = None) -> Volume:
     return _stack(parts, ref)
 
 
-def prepare_sources(cfg: RunConfig) -> tuple[Volume, Volume | None, dict]:
+def prepare_sources(cfg: RunConfig) -> tuple[Volume, Volume | None]:
     """Train and val splits of every source, each normalised on its own, then stacked.
 
     Several sources are stacked with :func:`~domadapt.data.volume.stack_volumes`
-    (their samplers stay balanced); the returned statistics are the first source's.
+    (their samplers stay balanced).
     """
-    trains, vals, first_stats = [], [], None
+    trains, vals = [], []
     for ref in source_refs(cfg):
-        volume, stats = prepare_labeled(load_source(cfg, ref), cfg.data.pixel_size_nm)
-        first_stats = first_stats or stats
+        volume, _ = prepare_labeled(load_source(cfg, ref), cfg.data.pixel_size_nm)
         train, val = split_source(volume, cfg.data.source_val_fraction)
         trains.append(train)
         vals.append(val)
     name = "+".join(source_refs(cfg))
     val = None if any(v is None for v in vals) else stack_volumes(vals, f"{name}:source_val")
-    return stack_volumes(trains, f"{name}:source_train"), val, first_stats
+    return stack_volumes(trains, f"{name}:source_train"), val
 
 
 def _stack(parts: list[Volume], name: str) -> Volume:
@@ -164,7 +162,7 @@ def load_target(cfg: RunConfig, split: str):
 def prepare_data(cfg: RunConfig) -> PreparedData:
     """Load, split, normalise and resample everything a run needs."""
     px = cfg.data.pixel_size_nm
-    source_train, source_val, stats = prepare_sources(cfg)
+    source_train, source_val = prepare_sources(cfg)
     target_train = prepare_unlabeled(load_target(cfg, "train"), px)
     test = load_target(cfg, "test")
     labels = test.mask if isinstance(test, Volume) else None
@@ -172,4 +170,4 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
     test_image, test_stats = prepare_image(original, px)
     target_test = UnlabeledVolume(test_image, _resampled_voxel(original, px), original.name)
     return PreparedData(source_train, source_val, target_train, target_test,
-                        TargetTest(original, labels, test_stats), stats)
+                        TargetTest(original, labels, test_stats))

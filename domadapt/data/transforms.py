@@ -49,6 +49,10 @@ def intensity_stats(image: np.ndarray, max_samples: int = 2_000_000, seed: int =
             "std": float(sample.std())}
 
 
+#: How every volume is normalised (its own percentiles), as checkpoints record it.
+NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.0}
+
+
 def normalize(image: np.ndarray, stats: dict) -> np.ndarray:
     """Map the volume's 1st/99th percentiles to 0/1 (float32), clipping far outliers."""
     scaled = (np.asarray(image, dtype=np.float32) - stats["low"]) / (stats["high"] - stats["low"])

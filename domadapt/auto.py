@@ -21,6 +21,7 @@ import numpy as np
 from domadapt.config import RunConfig, configs_dir, load_yaml, save_config
 from domadapt.criteria import directions
 from domadapt.errors import ConfigError
+from domadapt.markdown import table
 from domadapt.pipeline import METRICS_FILE, run, run_dir_for
 from domadapt.selection import load_history
 from domadapt.strategies import get_strategy
@@ -126,14 +127,13 @@ def _report(ranked: list[dict], montage: Path | None) -> str:
     lines = ["# domadapt auto run", "",
              f"Each method's checkpoint was chosen by `{crit}` ({directions()[crit]}) without target "
              f"labels; the same criterion ranks them across methods. Kept: **{ranked[0]['method']}** "
-             f"at step {ranked[0]['step']}.", "",
-             f"| rank | method | step | {crit} | trust warnings | target IoU (labels, if any) |",
-             "|---|---|---|---|---|---|"]
-    for i, c in enumerate(ranked, 1):
-        value = "n/a" if c["value"] is None else f"{c['value']:.4f}"
-        iou = c["target_iou_slice_mean"]
-        lines.append(f"| {i} | {c['method']} | {c['step']} | {value} | {c['trust_warnings']} | "
-                     f"{'—' if iou is None else f'{iou:.3f}'} |")
+             f"at step {ranked[0]['step']}.", ""]
+    rows = [[i, c["method"], c["step"], "n/a" if c["value"] is None else f"{c['value']:.4f}",
+             c["trust_warnings"],
+             "—" if c["target_iou_slice_mean"] is None else f"{c['target_iou_slice_mean']:.3f}"]
+            for i, c in enumerate(ranked, 1)]
+    lines.append(table(["rank", "method", "step", crit, "trust warnings", "target IoU (labels, if any)"],
+                       rows))
     if montage is not None:
         lines += ["", f"![top three on one target slice]({montage.name})"]
     return "\n".join(lines) + "\n"
@@ -205,10 +205,8 @@ def auto_selection_report(auto_dir: str | Path, with_labels: bool = True, max_sl
 def render_auto_selection(report: dict) -> str:
     """Markdown: each criterion's cross-method choice (and regret, with labels)."""
     labels = any("regret" in r for r in report["cross_method"].values())
-    head = "| criterion | keeps method | step |" + (" target IoU | cross-method regret |" if labels else "")
-    lines = [f"Methods: {', '.join(report['methods'])}.", "", head,
-             "|---|---|---|" + ("---|---|" if labels else "")]
-    for crit, row in report["cross_method"].items():
-        extra = f" {row['target_iou']:.4f} | {row['regret']:.4f} |" if labels else ""
-        lines.append(f"| {crit} | {row['method']} | {row['step']} |{extra}")
-    return "\n".join(lines) + "\n"
+    head = ["criterion", "keeps method", "step"] + (["target IoU", "cross-method regret"] if labels else [])
+    rows = [[crit, row["method"], row["step"]]
+            + ([f"{row['target_iou']:.4f}", f"{row['regret']:.4f}"] if labels else [])
+            for crit, row in report["cross_method"].items()]
+    return f"Methods: {', '.join(report['methods'])}.\n\n" + table(head, rows) + "\n"

@@ -33,6 +33,7 @@ from domadapt.data.transforms import NORMALIZATION, intensity_stats
 from domadapt.data.volume import UnlabeledVolume, Volume
 from domadapt.errors import ConfigError, DataError, RunFolderError
 from domadapt.inference import harmonize_image
+from domadapt.markdown import table
 from domadapt.models.spec import harmonizer_from_spec, is_unet, unet_from_spec, unet_spec
 from domadapt.pipeline import resolve_device, score_target
 from domadapt.strategies.base import FitResult, supervised_stage
@@ -253,8 +254,7 @@ def _mean(rows: list[dict], kind: str, n: int, key: str) -> tuple[float, float, 
 def render_table(rows: list[dict]) -> str:
     """Mean ± std over seeds per N: fine-tuned vs from scratch (IoU, Dice, slice-mean IoU)."""
     ns = sorted({r["n_labeled"] for r in rows})
-    lines = ["| N labeled | fine-tuned IoU | from scratch IoU | fine-tuned Dice | from scratch Dice "
-             "| fine-tuned slice-mean IoU | selection |", "|---:|---:|---:|---:|---:|---:|---|"]
+    body = []
     for n in ns:
         cells = []
         for key in ("iou", "dice", "iou_slice_mean"):
@@ -262,10 +262,11 @@ def render_table(rows: list[dict]) -> str:
                 stat = _mean(rows, kind, n, key) if (n or kind == "finetuned") else None
                 cells.append("—" if stat is None else f"{stat[0]:.3f} ± {stat[1]:.3f} ({stat[2]})")
         selection = next(r["selection"] for r in rows if r["n_labeled"] == n)
-        lines.append(f"| {n} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {cells[4]} "
-                     f"| {selection} |")
-    lines += ["", "N = 0 is the starting model; target test volume scores; mean ± std over seeds (n)."]
-    return "\n".join(lines) + "\n"
+        body.append([n, *cells, selection])
+    head = ["N labeled", "fine-tuned IoU", "from scratch IoU", "fine-tuned Dice", "from scratch Dice",
+            "fine-tuned slice-mean IoU", "selection"]
+    return (table(head, body, "rrrrrrl") + "\n\nN = 0 is the starting model; target test volume "
+            "scores; mean ± std over seeds (n).\n")
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> Path:

@@ -22,6 +22,7 @@ from domadapt.config import load_yaml
 from domadapt.criteria import directions
 from domadapt.data.atomic import atomic_path
 from domadapt.errors import RunFolderError
+from domadapt.markdown import table
 
 SCORES_FILE = "checkpoint_scores.json"
 
@@ -228,7 +229,7 @@ def render_table(report: dict) -> str:
     head = ["step", *[f"{n} ({report['criteria'][n]})" for n in names]]
     if scores:
         head.append("target IoU (labels)")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in report["records"]:
         cells = [str(r["step"])]
         for n in names:
@@ -236,14 +237,13 @@ def render_table(report: dict) -> str:
             cells.append(f"{r[n]:.4f}{mark}" if _finite(r.get(n)) else "-")
         if scores:
             cells.append(f"{scores[r['step']]['target_iou']:.4f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("\n`*` = the checkpoint that criterion picks.")
+        rows.append(cells)
+    lines = [table(head, rows), "\n`*` = the checkpoint that criterion picks."]
     if "regret" in report:
-        lines += ["", "| criterion | picks step | target IoU | regret | Spearman |", "|---|---|---|---|---|"]
-        for n, row in report["regret"].items():
-            rho = "-" if row["spearman"] is None else f"{row['spearman']:+.2f}"
-            lines.append(f"| {n} | {row['chosen_step']} | {row['chosen_target_iou']:.4f} | "
-                         f"{row['regret']:.4f} | {rho} |")
+        regret = [[n, row["chosen_step"], f"{row['chosen_target_iou']:.4f}", f"{row['regret']:.4f}",
+                   "-" if row["spearman"] is None else f"{row['spearman']:+.2f}"]
+                  for n, row in report["regret"].items()]
+        lines += ["", table(["criterion", "picks step", "target IoU", "regret", "Spearman"], regret)]
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from skimage.measure import label, regionprops_table
 
+from domadapt.markdown import table
+
 #: Coverage ratio (target / source) beyond which the panel warns, either way.
 COVERAGE_FACTOR = 3.0
 #: Objects larger than OVERSIZE x the source's 95th-percentile area count as oversized (a correct
@@ -119,16 +121,15 @@ def warnings_for(target: Morphology, source: Morphology, panel: dict) -> list[st
 def render_panel(panel: dict) -> list[str]:
     """Markdown lines for report.md."""
     t, s = panel["target"], panel["source"]
+    rows = [["foreground fraction", f"{t['foreground_fraction']:.4f}", f"{s['foreground_fraction']:.4f}"],
+            ["objects per µm² (per section)", f"{t['objects_per_um2']:.3f}", f"{s['objects_per_um2']:.3f}"],
+            ["object area µm², median [5 %, 95 %]",
+             f"{t['area_um2_median']:.3f} [{t['area_um2_p5']:.3f}, {t['area_um2_p95']:.3f}]",
+             f"{s['area_um2_median']:.3f} [{s['area_um2_p5']:.3f}, {s['area_um2_p95']:.3f}]"]]
+    rows += [[f"`{name}` at the chosen step", f"{value:.4f}", ""]
+             for name, value in panel["criteria"].items()]
     lines = ["## Trust panel (label-free)", "",
-             "| | target prediction | source labels |", "|---|---:|---:|",
-             f"| foreground fraction | {t['foreground_fraction']:.4f} | {s['foreground_fraction']:.4f} |",
-             f"| objects per µm² (per section) | {t['objects_per_um2']:.3f} | {s['objects_per_um2']:.3f} |",
-             f"| object area µm², median [5 %, 95 %] | {t['area_um2_median']:.3f} "
-             f"[{t['area_um2_p5']:.3f}, {t['area_um2_p95']:.3f}] | {s['area_um2_median']:.3f} "
-             f"[{s['area_um2_p5']:.3f}, {s['area_um2_p95']:.3f}] |"]
-    for name, value in panel["criteria"].items():
-        lines.append(f"| `{name}` at the chosen step | {value:.4f} | |")
-    lines.append("")
+             *table(["", "target prediction", "source labels"], rows, "lrr").split("\n"), ""]
     if panel["warnings"]:
         lines += [f"**Warning:** {w}" for w in panel["warnings"]]
     else:

@@ -6,6 +6,7 @@ import math
 from numbers import Real
 from typing import Any
 
+from domadapt.markdown import table
 from domadapt.reporting.common import (
     DASH,
     DEFAULT_METRIC,
@@ -175,10 +176,6 @@ def _number(value: Any) -> float | None:
 
 
 def _table(header: list[str], body: list[list[str]]) -> str:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    rule = "|---|" + "---:|" * (len(header) - 1)
-    return "\n".join([line(header), rule, *(line(r) for r in body)])
+    return table(header, body, "l" + "r" * (len(header) - 1))
 
 

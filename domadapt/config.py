@@ -22,15 +22,6 @@ import yaml
 from domadapt.augment_options import AugmentConfig as AugmentConfig
 from domadapt.augment_options import validate_augment
 from domadapt.errors import ConfigError
-
-# Method-specific sections live in method_configs.py; re-exported here (redundant aliases).
-from domadapt.method_configs import MultitaskConfig as MultitaskConfig
-from domadapt.method_configs import MultitaskStage as MultitaskStage
-from domadapt.method_configs import SelfTrainingConfig as SelfTrainingConfig
-from domadapt.method_configs import SslConfig as SslConfig
-from domadapt.method_configs import StyleConfig as StyleConfig
-from domadapt.method_configs import validate_multitask as validate_multitask
-from domadapt.method_configs import validate_self_training, validate_ssl, validate_style
 from domadapt.stage_options import RENAMED, renamed_to, upgrade_renamed
 from domadapt.yaml_config import config_differences as config_differences
 from domadapt.yaml_config import from_dict as from_dict
@@ -158,14 +149,18 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
-    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
-    ssl: SslConfig = field(default_factory=SslConfig)
-    style: StyleConfig = field(default_factory=StyleConfig)
-    self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    # The strategy's own settings (its Options dataclass), None if it takes none. In YAML,
+    # config.yaml and checkpoints they sit under the strategy's section name, e.g. ``ssl:``.
+    options: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The plain form (config.yaml, checkpoints), the options under their section name."""
+        plain = dataclasses.asdict(self)
+        options = plain.pop("options")
+        if self.options is not None:
+            plain[type(self.options).section] = options
+        return plain
 
 
 # --------------------------------------------------------------------------- presets
@@ -226,7 +221,7 @@ def build_config(
     merged["method"] = method
     merged.setdefault("strategy", method)
     refuse_renamed(merged)
-    cfg = from_dict(RunConfig, merged)
+    cfg = config_from_plain(merged)
     validate(cfg)
     return cfg
 
@@ -278,26 +273,21 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("Config key 'data.source_splits' includes test, but the source is the "
                           "target: its test split would be trained on and then scored.")
     validate_augment(cfg.augment)
-    validate_augment(cfg.self_training.strong, "self_training.strong")
-    validate_multitask(cfg.multitask)
-    validate_ssl(cfg.ssl)
-    validate_style(cfg.style)
-    validate_self_training(cfg.self_training)
-
-
-#: Sections of RunConfig that belong to one strategy each (its ``options``).
-METHOD_SECTIONS = ("multitask", "ssl", "style", "self_training")
+    if hasattr(cfg.options, "validate"):
+        cfg.options.validate()
 
 
 def record(data: RunConfig | dict[str, Any], section: str | None) -> dict[str, Any]:
-    """A config as a run folder records it: without the other strategies' sections."""
-    plain = data.to_dict() if isinstance(data, RunConfig) else dict(data)
-    return {k: v for k, v in plain.items() if k not in METHOD_SECTIONS or k == section}
+    """A config as a run folder records it: the run's keys and its strategy's ``section``,
+    without sections of other strategies (which configs of earlier versions carried)."""
+    if isinstance(data, RunConfig):
+        return data.to_dict()
+    own = {f.name for f in dataclasses.fields(RunConfig)} | {section}
+    return {k: v for k, v in data.items() if k in own}
 
 
 def save_config(cfg: RunConfig, path: str | Path, section: str | None = None) -> None:
-    """Write the resolved configuration as YAML (the run folder's config.yaml), holding the
-    method section ``section`` of its strategy and no other."""
+    """Write the resolved configuration as YAML (the run folder's config.yaml)."""
     Path(path).write_text(yaml.safe_dump(record(cfg, section), sort_keys=False))
 
 
@@ -306,10 +296,13 @@ REMOVED_KEYS = ("inference.save_probabilities",)
 
 
 def refuse_renamed(merged: dict[str, Any]) -> None:
-    """A key of an earlier version gets its new name, not only 'unknown key'."""
-    for old in RENAMED:
+    """A key of an earlier version in the user's settings gets its new name (or the news that it
+    is gone), not only 'unknown key'; stored configs are read in today's keys instead."""
+    for old in (*RENAMED, *REMOVED_KEYS):
         section, key = old.split(".", 1)
         if isinstance(merged.get(section), dict) and key in merged[section]:
+            if old in REMOVED_KEYS:
+                raise ConfigError(f"Config key '{old}' was removed: it had no effect.")
             raise ConfigError(f"Config key '{old}' is now '{renamed_to(old)}' (README, Stages).")
 
 
@@ -319,14 +312,35 @@ def saved_record(plain: dict[str, Any], section: str | None) -> dict[str, Any]:
     A folder written before a key was renamed or added compares equal to a
     resume with the same settings; one too old to read is compared as it is.
     """
-    plain = {k: ({n: v for n, v in body.items() if f"{k}.{n}" not in REMOVED_KEYS}
-                 if isinstance(body, dict) else body) for k, body in plain.items()}
     try:
-        return record(config_from_plain(upgrade_renamed(plain)), section)
+        return record(config_from_plain(plain), section)
     except ConfigError:
         return record(plain, section)
 
 
 def config_from_plain(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a RunConfig from its plain-dict form (as stored in checkpoints)."""
-    return from_dict(RunConfig, data)
+    """A RunConfig from its plain form: merged presets, a config.yaml or a checkpoint's config
+    (also one written by an earlier version: renamed keys are read under their new names).
+
+    The running strategy's section is validated into its Options dataclass; sections of
+    the package's other strategies (a profile may tune them for every method, and configs
+    of earlier versions recorded them all) are set aside, and any other key is an error.
+    """
+    from domadapt.strategies import option_sections, strategy_of
+
+    plain = upgrade_renamed({k: ({n: v for n, v in body.items() if f"{k}.{n}" not in REMOVED_KEYS}
+                                 if isinstance(body, dict) else body) for k, body in data.items()})
+    options_type = strategy_of(plain).Options
+    section = options_type.section if options_type is not None else None
+    own = plain.pop(section, None) if section else None
+    for name in option_sections():
+        plain.pop(name, None)
+    known = [f.name for f in dataclasses.fields(RunConfig) if f.name != "options"]
+    for key in plain:
+        if key not in known:
+            raise ConfigError(f"Unknown config key '{key}'; valid keys here: "
+                              f"{', '.join(known + ([section] if section else []))}.")
+    cfg = from_dict(RunConfig, plain)
+    if options_type is not None:
+        cfg.options = from_dict(options_type, own or {}, f"{section}.")
+    return cfg

@@ -35,6 +35,13 @@ class StageOptions:
     frozen: list[str] = field(default_factory=list)  # parts kept fixed (and in eval mode)
 
 
+#: Every stage key a stage may use (a multitask stage uses them all).
+ALL_STAGE_KEYS = {"steps", "share", "lr", "optimizer", "eval_every", "criterion", "patience", "handoff",
+                  "frozen"}
+#: The stage keys of a stage that only trains (no hand-off, own criterion or frozen parts).
+SIMPLE_STAGE_KEYS = {"steps", "share", "lr", "optimizer", "eval_every"}
+
+
 def stage_steps(stage: StageOptions, train_steps: int) -> int:
     """The stage's length: its ``steps``, else its ``share`` of ``train.steps`` (at least 1)."""
     return stage.steps or max(1, round(stage.share * train_steps))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from domadapt.config import AugmentConfig, RunConfig, validate
+from domadapt.config import AugmentConfig, RunConfig, build_config, validate
 from domadapt.data.augment import augment_batch
 from domadapt.errors import ConfigError
 
@@ -82,7 +82,7 @@ def test_bad_augment_options_name_the_key(key, value, message):
 
 
 def test_strong_view_options_are_checked_under_their_own_key():
-    cfg = RunConfig()
-    cfg.self_training.strong.noise_p = -1
+    cfg = build_config(profile="smoke", method="self_training")
+    cfg.options.strong.noise_p = -1
     with pytest.raises(ConfigError, match="self_training.strong.noise_p"):
         validate(cfg)

@@ -282,4 +282,4 @@ def test_resume_across_stage_boundaries(paper_run):
 def test_variant_method_names_set_their_reconstruction_task(variant):
     from domadapt.config import build_config
 
-    assert build_config(profile="smoke", method=f"multitask-{variant}").multitask.recon == variant
+    assert build_config(profile="smoke", method=f"multitask-{variant}").options.recon == variant

@@ -14,7 +14,6 @@ from domadapt.data.augment import augment_batch
 from domadapt.data.patches import PatchSampler
 from domadapt.data.volume import IGNORE_LABEL, UnlabeledVolume, Volume
 from domadapt.errors import ConfigError
-from domadapt.method_configs import StrongView
 from domadapt.metrics import segmentation_scores
 from domadapt.pipeline import run, run_dir_for
 from domadapt.predict import model_from_checkpoint
@@ -26,7 +25,7 @@ from domadapt.strategies.base import (
     select,
     source_sampler,
 )
-from domadapt.strategies.self_training import SelfTraining, batch_split, self_training_stage
+from domadapt.strategies.self_training import SelfTraining, StrongView, batch_split, self_training_stage
 from domadapt.training.checkpoint import load_checkpoint
 from domadapt.training.mean_teacher import ema_update, pseudo_labels, sigmoid_rampup
 from domadapt.training.trainer import Trainer

@@ -18,7 +18,7 @@ from domadapt.pipeline import run, run_dir_for
 from domadapt.predict import model_from_checkpoint
 from domadapt.strategies import get_strategy
 from domadapt.strategies.base import Domains, StrategyContext, new_segmentation_net
-from domadapt.strategies.ssl import Ssl, plan_ssl, pretext_input, pretext_stage, structured_batch
+from domadapt.strategies.ssl import Ssl, SslConfig, plan_ssl, pretext_input, pretext_stage, structured_batch
 from domadapt.training.checkpoint import load_checkpoint
 from domadapt.training.monitors import EvalContext
 from domadapt.training.reconstruction import blind_spot, crappify, regression_loss
@@ -86,14 +86,14 @@ def test_noise2void_replaces_masked_pixels_by_a_neighbour_and_scores_only_them()
 
 
 def test_masked_pretext_hides_squares_and_scores_only_them(tiny_config):
-    ssl = tiny_config("ssl.pretext=masked", "ssl.mask_patch=4", "ssl.mask_ratio=0.5").ssl
+    ssl = tiny_config("ssl.pretext=masked", "ssl.mask_patch=4", "ssl.mask_ratio=0.5", method="ssl").options
     x = torch.rand(2, 1, 16, 16, generator=_gen(2))
     fed, weight = pretext_input(x, ssl, _gen())
     hidden = weight.bool()
     assert 0 < int(hidden.sum()) < x.numel() and torch.equal(fed[~hidden], x[~hidden])
     blocks = weight.reshape(2, 1, 4, 4, 4, 4)  # constant over each 4x4 square
     assert torch.equal(blocks.amin(dim=(3, 5)), blocks.amax(dim=(3, 5)))
-    assert pretext_input(x, tiny_config().ssl, _gen())[1] is None  # crappify scores every pixel
+    assert pretext_input(x, SslConfig(), _gen())[1] is None  # crappify scores every pixel
 
 
 def test_near_empty_patches_are_skipped():
@@ -133,7 +133,7 @@ def test_bad_ssl_config_names_the_key(tiny_config, overrides, key):
 def test_the_method_yaml_defaults_to_the_papers_pretext(tiny_config):
     cfg = tiny_config(method="ssl")
     assert isinstance(get_strategy("ssl"), Ssl)
-    assert (cfg.ssl.pretext, cfg.ssl.noise_std, cfg.ssl.downsample) == ("crappify", 0.3, 4)
+    assert (cfg.options.pretext, cfg.options.noise_std, cfg.options.downsample) == ("crappify", 0.3, 4)
     assert plan_ssl(cfg)[0] == 10 and [(p.name, p.steps) for p in plan_ssl(cfg)[1]] == [("finetune", 20)]
 
 

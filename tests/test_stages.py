@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from domadapt.config import METHOD_SECTIONS, build_config, record, saved_record
+from domadapt.config import build_config, record, saved_record
 from domadapt.errors import ConfigError
 from domadapt.stage_options import StageOptions, stage_steps
 from domadapt.strategies import get_strategy
@@ -21,8 +21,8 @@ METHODS_WITH_STAGES = ["ssl", "style_transfer-cut", "self_training", "multitask"
 def test_every_method_lists_its_stages_with_the_shared_keys(method):
     cfg = build_config(profile="smoke", method=method)
     section = get_strategy(cfg.method, cfg.strategy).options
-    assert section in METHOD_SECTIONS
-    stages = getattr(cfg, section).stages
+    assert section == type(cfg.options).section
+    stages = cfg.options.stages
     assert stages and all(isinstance(st, StageOptions) for st in stages)
     recorded = record(cfg, section)[section]["stages"]
     assert all(isinstance(entry, dict) and "steps" in entry for entry in recorded)
@@ -31,11 +31,11 @@ def test_every_method_lists_its_stages_with_the_shared_keys(method):
 def test_a_stage_is_changed_by_name_and_the_others_keep_their_place(tmp_path):
     cfg = build_config(profile="smoke", method="multitask-paper",
                        overrides=["multitask.stages.reconstruction.lr=0.05"])
-    assert [s.name for s in cfg.multitask.stages] == ["joint", "reconstruction", "finetune"]
-    assert [s.lr for s in cfg.multitask.stages] == [0.001, 0.05, 0.0002]
+    assert [s.name for s in cfg.options.stages] == ["joint", "reconstruction", "finetune"]
+    assert [s.lr for s in cfg.options.stages] == [0.001, 0.05, 0.0002]
     file = tmp_path / "mine.yaml"
     file.write_text(yaml.safe_dump({"ssl": {"stages": {"pretext": {"steps": 7, "optimizer": "sgd"}}}}))
-    pretext = build_config(profile="smoke", method="ssl", config_file=file).ssl.stages[0]
+    pretext = build_config(profile="smoke", method="ssl", config_file=file).options.stages[0]
     assert (pretext.name, pretext.steps, pretext.share, pretext.optimizer) == ("pretext", 7, 0.5, "sgd")
 
 
@@ -96,3 +96,22 @@ def test_a_run_folder_of_the_earlier_keys_resumes_with_the_same_settings():
     assert saved_record(old, "ssl") == record(new, "ssl")
     old["ssl"]["pretext_share"] = 0.3
     assert saved_record(old, "ssl")["ssl"]["stages"][0]["share"] == 0.3
+
+
+def test_a_checkpoint_config_of_an_earlier_version_is_read_in_todays_keys():
+    """predict, select and export read configs stored by earlier versions: flat stage keys,
+    every strategy's section, and a key that had no effect."""
+    from domadapt.config import config_from_plain
+    from domadapt.strategies.ssl import SslConfig
+
+    plain = build_config(profile="smoke", method="ssl").to_dict()
+    plain["ssl"] = {k: v for k, v in plain["ssl"].items() if k != "stages"}
+    plain["ssl"].update(pretext_steps=9, pretext_share=0.5, pretext_lr=None)
+    plain["style"] = {"kind": "fda", "translator_share": 0.3}
+    plain["multitask"] = {"recon": "denoise"}
+    plain["inference"] = {**plain["inference"], "save_probabilities": True}
+    cfg = config_from_plain(plain)
+    assert isinstance(cfg.options, SslConfig) and cfg.options.stages[0].steps == 9
+    assert "style" not in cfg.to_dict() and "multitask" not in cfg.to_dict()
+    with pytest.raises(ConfigError, match="was removed"):
+        build_config(profile="smoke", overrides=["inference.save_probabilities=false"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import yaml
 
 from domadapt.config import build_config, configs_dir
 from domadapt.errors import ConfigError
@@ -72,15 +73,22 @@ def test_the_readme_example_strategy_runs_through_run_and_benchmark(configs, tmp
     (lab / "__init__.py").write_text("")
     (lab / "my_method.py").write_text(_readme_example())
     monkeypatch.syspath_prepend(str(tmp_path / "lab"))
-    (configs / "methods" / "my_method.yaml").write_text("strategy: my_lab.my_method\n")
+    (configs / "methods" / "my_method.yaml").write_text("strategy: my_lab.my_method\n"
+                                                        "my_method:\n  batch_factor: 3\n")
     runner = CliRunner()
     result = runner.invoke(cli, ["run", "--method", "my_method", "--profile", "smoke", "--threads",
                                  "1", "--out", str(tmp_path / "runs"), "--quiet"])
     assert result.exit_code == 0, result.output
     folder = tmp_path / "runs" / "synth-hippocampus-to-synth-cortex" / "my_method" / "seed0"
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["method"] == "my_method" and "strategy: my_lab.my_method" in (
-        folder / "config.yaml").read_text()
+    recorded = yaml.safe_load((folder / "config.yaml").read_text())
+    assert metrics["method"] == "my_method" and recorded["strategy"] == "my_lab.my_method"
+    assert recorded["my_method"] == {"batch_factor": 3}
+    for bad, message in (("my_method.batch_factor=0", "must be >= 1"),
+                         ("my_method.batch_fator=2", "my_method.batch_fator")):
+        result = runner.invoke(cli, ["run", "--method", "my_method", "--profile", "smoke",
+                                     "--set", bad, "--out", str(tmp_path / "bad"), "--quiet"])
+        assert result.exit_code != 0 and message in result.output + str(result.exception)
     grid = tmp_path / "grid.yaml"
     grid.write_text("datasets: [synth-hippocampus, synth-cortex]\nmethods: [my_method]\nseeds: [0]\n"
                     "profile: smoke\noracle: false\nsource_only: false\n"

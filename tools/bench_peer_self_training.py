@@ -98,7 +98,7 @@ def torch_em_teacher(cfg, data, start: torch.nn.Module, out: Path) -> tuple[torc
     from domadapt.stage_options import stage_named
     from domadapt.strategies.self_training import batch_split, self_training_steps
 
-    st, steps = cfg.self_training, self_training_steps(cfg)
+    st, steps = cfg.options, self_training_steps(cfg)
     n_source, n_target = batch_split(cfg)
     size = cfg.data.patch_size
     loader = torch.utils.data.DataLoader
@@ -146,10 +146,10 @@ def main() -> None:
     from domadapt.strategies.self_training import reused_segmenter, self_training_steps
 
     cfg = config_from_plain(load_yaml(args.run_dir / "config.yaml"))
-    if not cfg.self_training.segmenter_from or cfg.self_training.harmonizer != "none":
+    if not cfg.options.segmenter_from or cfg.options.harmonizer != "none":
         raise SystemExit("Give a plain self_training run that started from a source-only run.")
     data = prepare_data(cfg)
-    start = reused_segmenter(Path(cfg.self_training.segmenter_from), cfg)
+    start = reused_segmenter(Path(cfg.options.segmenter_from), cfg)
     steps = self_training_steps(cfg)
     ours, ours_rate, metrics = domadapt_numbers(args.run_dir, cfg, steps)
     theirs, theirs_rate = torch_em_teacher(cfg, data, start, args.out)

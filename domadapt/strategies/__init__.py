@@ -10,7 +10,9 @@ is named after its last part: a lab's strategy needs no edit of domadapt at all.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 import re
 
 from domadapt.errors import ConfigError
@@ -51,3 +53,23 @@ def strategy_class(key: str) -> type:
 def get_strategy(method: str, strategy: str | None = None):
     """A new Strategy for a method preset (or for the ``strategy`` a run config resolved)."""
     return strategy_class(strategy or strategy_key(method))()
+
+
+def strategy_of(plain: dict) -> type:
+    """The Strategy class a config in plain form runs: its ``strategy`` key, else its method's."""
+    return strategy_class(str(plain.get("strategy") or strategy_key(str(plain.get("method", "baseline")))))
+
+
+@functools.cache
+def option_sections() -> frozenset[str]:
+    """The YAML sections of the package's own strategies: a profile may tune any of them, and
+    only the running strategy reads its own."""
+    sections = set()
+    for info in pkgutil.iter_modules(__path__):
+        try:
+            cls = strategy_class(info.name)
+        except ConfigError:  # helper modules (base, pretrain) hold no strategy of their name
+            continue
+        if cls.Options is not None:
+            sections.add(cls.Options.section)
+    return frozenset(sections)

@@ -72,16 +72,21 @@ class Strategy(ABC):
     # Config key naming a finished source-only run whose segmenter the method can start from
     # (the benchmark sets it to the pair's baseline run); None: the method trains its own.
     reuse_key: str | None = None
-    # The RunConfig section holding this strategy's options (config.METHOD_SECTIONS); the run's
-    # config.yaml keeps it and drops the other strategies' sections.
-    options: str | None = None
+    # The dataclass of the strategy's own settings, read from its YAML section
+    # (``Options.section``, e.g. ``ssl:``) and handed to it as ``cfg.options``; a ``validate``
+    # method, if any, checks ranges. None: the strategy takes no settings of its own.
+    Options: type | None = None
+
+    @property
+    def options(self) -> str | None:
+        """The config section this strategy reads; its runs' config.yaml holds no other."""
+        return self.Options.section if self.Options is not None else None
 
     def can_reuse(self, cfg: RunConfig) -> bool:
         """Whether this configuration would take a reused segmenter (and has none set yet)."""
         if self.reuse_key is None:
             return False
-        section, key = self.reuse_key.split(".")
-        return not getattr(getattr(cfg, section), key)
+        return not getattr(cfg.options, self.reuse_key.split(".")[1])
 
     @abstractmethod
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:

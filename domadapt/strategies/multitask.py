@@ -21,19 +21,20 @@ unlabeled sampler over ``domains.target_train``, which has no mask attribute.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from domadapt.config import MultitaskStage, RunConfig
+from domadapt.config import RunConfig
 from domadapt.data.augment import augment_batch
 from domadapt.data.patches import PatchSampler
 from domadapt.errors import ConfigError
 from domadapt.models.ynet import build_recon_decoder
-from domadapt.stage_options import stage_steps
+from domadapt.stage_options import ALL_STAGE_KEYS, StageOptions, stage_steps, validate_stages
 from domadapt.strategies.base import (
     Domains,
     FitResult,
@@ -89,7 +90,7 @@ class StagePlan:
 
 def plan_stages(cfg: RunConfig) -> list[StagePlan]:
     """Resolve ``multitask.stages``; the last stage is always chosen by its criterion."""
-    mt, t = cfg.multitask, cfg.train
+    mt, t = cfg.options, cfg.train
     plans = []
     for i, s in enumerate(mt.stages):
         recon = mt.recon_weight if s.recon_weight is None else s.recon_weight
@@ -116,7 +117,7 @@ def batch_split(cfg: RunConfig, stage: MultitaskStage, recon_weight: float,
     ``multitask.unlabeled_fraction`` of the batch is target (balanced by
     default); a stage without reconstruction loss uses whole source batches.
     """
-    size, fraction = cfg.data.batch_size, cfg.multitask.unlabeled_fraction
+    size, fraction = cfg.data.batch_size, cfg.options.unlabeled_fraction
     if recon_weight == 0 or fraction == 0:
         n_unl = 0
     elif fraction == 1:
@@ -132,11 +133,67 @@ def batch_split(cfg: RunConfig, stage: MultitaskStage, recon_weight: float,
     return size - n_unl, n_unl
 
 
+@dataclass
+class MultitaskStage(StageOptions):
+    """One stage of the multi-task (Y-Net) schedule: the stage keys, plus loss weights."""
+
+    name: str = "joint"
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"  # sgd uses momentum 0.9
+    # Parts kept fixed (and in eval mode); encoder_shallow = every encoder level but the bottleneck.
+    frozen: list[Literal["encoder", "encoder_shallow", "seg_decoder", "recon_decoder"]] = field(
+        default_factory=list)
+    seg_weight: float = 1.0  # weight of the source segmentation loss (0: no segmentation loss)
+    recon_weight: float | None = None  # null: multitask.recon_weight (0: no reconstruction loss)
+    histogram_matching: bool = False  # match target intensities to the source histogram first
+
+
+@dataclass
+class MultitaskConfig:
+    """Segmentation + reconstruction network (Y-Net) trained on source and target images."""
+
+    section: ClassVar[str] = "multitask"  # its YAML section (``multitask:``) and --set prefix
+
+    recon: Literal["autoencode", "denoise", "masked"] = "autoencode"  # reconstruction task
+    recon_weight: float = 1.0  # weight of the reconstruction (MSE) loss
+    recon_weight_schedule: Literal["constant", "linear_decay"] = "constant"  # decay: to 0 per stage
+    recon_skips: bool = False  # skips let the recon decoder copy its input past the encoder
+    unlabeled_fraction: float = 0.5  # share of each batch that is unlabeled target patches
+    noise_std: float = 0.1  # denoise: std of the Gaussian noise added to the input
+    mask_ratio: float = 0.5  # masked: share of mask_patch squares hidden from the input
+    mask_patch: int = 8  # masked: side of the hidden squares, in pixels
+    stages: list[MultitaskStage] = field(default_factory=lambda: [MultitaskStage()])
+
+    def validate(self) -> None:
+        """Ranges that types alone cannot express; each error names its key."""
+        validate_multitask(self)
+
+
+def validate_multitask(mt: MultitaskConfig) -> None:
+    """Ranges of the multitask keys; checked for every run (the defaults are valid)."""
+    for key, value in (("unlabeled_fraction", mt.unlabeled_fraction), ("mask_ratio", mt.mask_ratio)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"Config key 'multitask.{key}' must be in [0, 1], got {value}.")
+    for key, value in (("recon_weight", mt.recon_weight), ("noise_std", mt.noise_std)):
+        if value < 0:
+            raise ConfigError(f"Config key 'multitask.{key}' must be >= 0, got {value}.")
+    if mt.mask_patch <= 0:
+        raise ConfigError(f"Config key 'multitask.mask_patch' must be positive, got {mt.mask_patch}.")
+    validate_stages(mt.stages, "multitask", ALL_STAGE_KEYS)
+    for i, stage in enumerate(mt.stages):
+        key = f"multitask.stages[{i}]"
+        recon = mt.recon_weight if stage.recon_weight is None else stage.recon_weight
+        if stage.seg_weight < 0 or recon < 0:
+            raise ConfigError(f"Config keys '{key}.seg_weight' and '{key}.recon_weight' must be >= 0.")
+        if stage.seg_weight == 0 and recon == 0:
+            raise ConfigError(f"Config keys '{key}.seg_weight' and '{key}.recon_weight' are both 0: "
+                              "the stage would train nothing.")
+
+
 class Multitask(Strategy):
     """The Y-Net strategy; ``multitask-paper`` is the same class with the paper's stages."""
 
     name = "multitask"
-    options = "multitask"
+    Options = MultitaskConfig
 
     def __init__(self) -> None:
         self._matched: np.ndarray | None = None  # histogram-matched target, computed once
@@ -182,7 +239,7 @@ def new_ynet_modules(cfg: RunConfig) -> dict[str, nn.Module]:
     net = new_segmentation_net(cfg)
     m = cfg.model
     recon = build_recon_decoder(net.encoder, m.norm, m.arch == "attention_unet",
-                                cfg.multitask.recon_skips)
+                                cfg.options.recon_skips)
     return {"net": net, "recon": recon}
 
 
@@ -226,7 +283,7 @@ def check_criterion(plan: StagePlan, monitors: list) -> None:
 def recon_monitor(cfg: RunConfig, domains: Domains, target_image: np.ndarray) -> ReconstructionMonitor:
     """Fixed source (held-out if possible) and target patches, the same in every stage."""
     source = domains.source_val or domains.source_train
-    size, mt = cfg.data.patch_size, cfg.multitask
+    size, mt = cfg.data.patch_size, cfg.options
     patches = {"source": fixed_patch(source.image, size, cfg.seed),
                "target": fixed_patch(target_image, size, cfg.seed)}
     return ReconstructionMonitor(patches, mt.recon, cfg.seed, noise_std=mt.noise_std,
@@ -251,7 +308,7 @@ def mixed_batches(plan: StagePlan, cfg: RunConfig, domains: Domains, target_imag
 
 def make_transform(plan: StagePlan, cfg: RunConfig):
     """Augment both domains on the device, then build the reconstruction input and target."""
-    mt = cfg.multitask
+    mt = cfg.options
 
     def transform(batch: Batch, g: torch.Generator) -> Batch:
         out = augment_batch({k: batch[k] for k in ("image", "mask")}, cfg.augment, g) \
@@ -271,7 +328,7 @@ def make_transform(plan: StagePlan, cfg: RunConfig):
 def multitask_objective(plan: StagePlan, cfg: RunConfig, frozen: list[nn.Module]) -> Objective:
     """seg_weight * segmentation loss (source labels only) + weighted reconstruction MSE."""
     seg_fn = segmentation_loss(cfg.train.loss)
-    mt = cfg.multitask
+    mt = cfg.options
     share_features = mt.recon == "autoencode"  # same input for both heads: one encoder pass
     n_lab = plan.n_labeled
 

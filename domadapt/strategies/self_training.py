@@ -30,12 +30,14 @@ label; the checkpoint (the teacher's weights) is chosen by ``selection.criterion
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
+from domadapt.augment_options import AugmentConfig, validate_augment
 from domadapt.config import RunConfig
 from domadapt.data import harmonize
 from domadapt.data.augment import augment_batch
@@ -43,7 +45,7 @@ from domadapt.data.patches import PatchSampler
 from domadapt.errors import ConfigError, RunFolderError
 from domadapt.inference import harmonize_image
 from domadapt.models.spec import harmonizer_spec, unet_from_spec
-from domadapt.stage_options import stage_named, stage_steps
+from domadapt.stage_options import SIMPLE_STAGE_KEYS, StageOptions, stage_named, stage_steps, validate_stages
 from domadapt.strategies.base import (
     Domains,
     FitResult,
@@ -75,9 +77,79 @@ from domadapt.training.trainer import Batch, Objective, Stage
 STAGE = "self_training"
 
 
+@dataclass
+class StrongView(AugmentConfig):
+    """The student's view of a target patch (the keys of ``augment``; geometric ones also move
+    the pseudo-label, so it stays aligned pixel for pixel)."""
+
+    flip: bool = True
+    rot90: bool = True
+    brightness: float = 0.2
+    contrast: float = 0.3
+    gamma: float = 0.3
+    noise: float = 0.05
+    blur: float = 1.0
+
+
+@dataclass
+class SelfTrainingConfig:
+    """Mean teacher on unlabeled target patches: confident teacher pixels train the student."""
+
+    section: ClassVar[str] = "self_training"  # its YAML section (``self_training:``) and --set prefix
+
+    # A finished run folder of the same source (e.g. the pair's baseline) whose selected
+    # checkpoint is the starting segmenter; null: a source-only stage is trained first.
+    segmenter_from: str | None = None
+    # The mean-teacher stage; lr null: train.lr * lr_factor, optimizer null: AdamW.
+    stages: list[StageOptions] = field(default_factory=lambda: [StageOptions("self_training", share=0.5)])
+    lr_factor: float = 0.25  # the student starts trained, so it fine-tunes at a lower rate
+    ema_decay: float = 0.99  # teacher = ema_decay * teacher + (1 - ema_decay) * student, per step
+    # A teacher pixel becomes a pseudo-label when max(p, 1 - p) >= threshold (p: foreground
+    # probability on the weak view); the others are ignored by the loss.
+    threshold: float = 0.9
+    # Also label the most confident class_keep share of the pixels the teacher assigns to each
+    # class (per batch), so both classes get pseudo-labels from an uncalibrated teacher; 0: off.
+    class_keep: float = 0.5
+    unsup_weight: float = 1.0  # weight of the pseudo-label loss after the ramp-up
+    rampup_share: float = 0.2  # share of the steps over which unsup_weight rises from 0 (sigmoid)
+    unlabeled_fraction: float = 0.5  # share of each batch that is unlabeled target patches
+    # Harmonizer applied to target images before teacher and student (and stored in checkpoints).
+    harmonizer: Literal["none", "histogram", "fda"] = "none"
+    fda_beta: float = 0.01
+    # 2.5D: the student's prediction on a section is also trained toward the teacher's confident
+    # pixels of a neighbouring section (z +- 1, same y/x); 0 disables.
+    section_weight: float = 0.0
+    strong: StrongView = field(default_factory=StrongView)
+
+    def validate(self) -> None:
+        """Ranges that types alone cannot express; each error names its key."""
+        validate_self_training(self)
+
+
+def validate_self_training(st: SelfTrainingConfig) -> None:
+    """Ranges of the self_training keys."""
+    validate_stages(st.stages, "self_training", SIMPLE_STAGE_KEYS, ("self_training",))
+    checks = (
+        ("lr_factor", st.lr_factor > 0, "positive"),
+        ("ema_decay", 0.0 <= st.ema_decay < 1.0, "in [0, 1)"),
+        ("threshold", 0.5 <= st.threshold < 1.0, "in [0.5, 1)"),
+        ("class_keep", 0.0 <= st.class_keep <= 1.0, "in [0, 1]"),
+        ("unsup_weight", st.unsup_weight >= 0, ">= 0"),
+        ("rampup_share", 0.0 <= st.rampup_share <= 1.0, "in [0, 1]"),
+        ("unlabeled_fraction", 0.0 < st.unlabeled_fraction < 1.0, "in (0, 1)"),
+        ("fda_beta", 0.0 <= st.fda_beta < 0.5, "in [0, 0.5)"),
+        ("section_weight", st.section_weight >= 0, ">= 0"),
+    )
+    for key, ok, what in checks:
+        if not ok:
+            raise ConfigError(f"Config key 'self_training.{key}' must be {what}, "
+                              f"got {getattr(st, key)!r}.")
+    validate_augment(st.strong, "self_training.strong")
+
+
 class SelfTraining(Strategy):
     name = "self_training"
-    options = "self_training"
+    Options = SelfTrainingConfig
     # The benchmark points this key at the pair's finished source-only run.
     reuse_key = "self_training.segmenter_from"
 
@@ -85,11 +157,11 @@ class SelfTraining(Strategy):
         cfg = ctx.config
         module = target_harmonizer(cfg, domains)
         if module is not None:
-            ctx.trainer.extra["harmonizer"] = harmonizer_spec(cfg.self_training.harmonizer, module)
+            ctx.trainer.extra["harmonizer"] = harmonizer_spec(cfg.options.harmonizer, module)
         adapted = harmonized_target(module, domains, cfg, ctx.device)
         stages = []
-        if cfg.self_training.segmenter_from:
-            start = reused_segmenter(Path(cfg.self_training.segmenter_from), cfg)
+        if cfg.options.segmenter_from:
+            start = reused_segmenter(Path(cfg.options.segmenter_from), cfg)
         else:
             start = new_segmentation_net(cfg)
             first = select(ctx.trainer.fit(segmentation_stage(
@@ -110,7 +182,7 @@ class SelfTraining(Strategy):
 
 def target_harmonizer(cfg: RunConfig, domains: Domains) -> nn.Module | None:
     """The harmonizer toward the source named by ``self_training.harmonizer`` (None: none)."""
-    st = cfg.self_training
+    st = cfg.options
     source, target = domains.source_train.image, domains.target_train.image
     if st.harmonizer == "histogram":
         return harmonize.histogram_matching(target, source)
@@ -160,7 +232,7 @@ def reused_segmenter(run_dir: Path, cfg: RunConfig) -> nn.Module:
 
 
 def self_training_steps(cfg: RunConfig) -> int:
-    return stage_steps(stage_named(cfg.self_training.stages, STAGE), cfg.train.steps)
+    return stage_steps(stage_named(cfg.options.stages, STAGE), cfg.train.steps)
 
 
 def batch_split(cfg: RunConfig) -> tuple[int, int]:
@@ -169,13 +241,13 @@ def batch_split(cfg: RunConfig) -> tuple[int, int]:
     if size < 2:
         raise ConfigError("self_training needs data.batch_size >= 2: each step holds labeled "
                           "source and unlabeled target patches.")
-    n_target = min(size - 1, max(1, round(size * cfg.self_training.unlabeled_fraction)))
+    n_target = min(size - 1, max(1, round(size * cfg.options.unlabeled_fraction)))
     return size - n_target, n_target
 
 
 def self_training_stage(start: nn.Module, cfg: RunConfig, domains: Domains) -> Stage:
     """Student and teacher from ``start``; the teacher is what monitors evaluate and what is kept."""
-    st, t = cfg.self_training, cfg.train
+    st, t = cfg.options, cfg.train
     student = start.train()
     teacher = copy.deepcopy(start).requires_grad_(False)
     steps = self_training_steps(cfg)
@@ -213,7 +285,7 @@ def mean_teacher_objective(cfg: RunConfig, steps: int) -> Objective:
     Source, strong target and nothing else go through the student in a single
     forward, which keeps batch-norm statistics shared and DDP's one-forward rule.
     """
-    st = cfg.self_training
+    st = cfg.options
     loss_fn = segmentation_loss(cfg.train.loss)
     rampup = round(st.rampup_share * steps)
 

@@ -42,17 +42,18 @@ so ``--resume`` skips finished stages and rebuilds the same starting point.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from domadapt.config import RunConfig, SslConfig
+from domadapt.config import RunConfig
 from domadapt.data.augment import augment_batch
 from domadapt.data.patches import PatchSampler
 from domadapt.errors import ConfigError, DataError
-from domadapt.stage_options import stage_named, stage_steps
+from domadapt.stage_options import SIMPLE_STAGE_KEYS, StageOptions, stage_named, stage_steps, validate_stages
 from domadapt.strategies.base import (
     Domains,
     FitResult,
@@ -98,7 +99,7 @@ class FinetunePlan:
 
 def plan_ssl(cfg: RunConfig) -> tuple[int, list[FinetunePlan]]:
     """(pretext steps, fine-tuning stages); the fine-tune takes ``train.steps`` in all."""
-    ssl, steps = cfg.ssl, cfg.train.steps
+    ssl, steps = cfg.options, cfg.train.steps
     pretext = stage_steps(stage_named(ssl.stages, "pretext"), steps)
     if ssl.finetune != "freeze_encoder":
         return pretext, [FinetunePlan("finetune", steps)]
@@ -109,11 +110,55 @@ def plan_ssl(cfg: RunConfig) -> tuple[int, list[FinetunePlan]]:
     return pretext, [FinetunePlan("finetune_frozen", frozen, True), FinetunePlan("finetune", steps - frozen)]
 
 
+@dataclass
+class SslConfig:
+    """Self-supervised pretraining on source + target images, then a source fine-tune."""
+
+    section: ClassVar[str] = "ssl"  # its YAML section (``ssl:``) and --set prefix
+
+    pretext: Literal["crappify", "noise2void", "masked"] = "crappify"  # the stage-1 task
+    # The pretext stage (the fine-tune is the segmentation stage: train.*); lr null: train.lr,
+    # optimizer null: AdamW with train.weight_decay.
+    stages: list[StageOptions] = field(default_factory=lambda: [StageOptions("pretext", share=0.5)])
+    loss: Literal["mse", "mae"] = "mse"  # pretext regression loss
+    noise_std: float = 0.3  # crappify: std of the Gaussian noise added before downsampling
+    downsample: int = 4  # crappify: down- then up-sampling factor
+    n2v_fraction: float = 0.02  # noise2void: share of pixels masked (and scored) per patch
+    mask_ratio: float = 0.5  # masked: share of mask_patch squares hidden
+    mask_patch: int = 8  # masked: side of the hidden squares, in pixels
+    min_patch_std: float = 0.05  # pretext patches with a lower intensity std are skipped
+    finetune: Literal["full", "freeze_encoder", "lower_encoder_lr"] = "full"
+    freeze_steps: int | None = None  # freeze_encoder: frozen steps of train.steps; null: half
+    encoder_lr_factor: float = 0.1  # lower_encoder_lr: encoder lr = factor * train.lr
+
+    def validate(self) -> None:
+        """Ranges that types alone cannot express; each error names its key."""
+        validate_ssl(self)
+
+
+def validate_ssl(ssl: SslConfig) -> None:
+    """Ranges of the ssl keys; the step budget is checked against train.steps when planning."""
+    validate_stages(ssl.stages, "ssl", SIMPLE_STAGE_KEYS, ("pretext",))
+    checks = (
+        ("noise_std", ssl.noise_std >= 0, ">= 0"),
+        ("downsample", ssl.downsample >= 1, ">= 1"),
+        ("n2v_fraction", 0.0 < ssl.n2v_fraction <= 1.0, "in (0, 1]"),
+        ("mask_ratio", 0.0 < ssl.mask_ratio <= 1.0, "in (0, 1]"),
+        ("mask_patch", ssl.mask_patch > 0, "positive"),
+        ("min_patch_std", ssl.min_patch_std >= 0, ">= 0"),
+        ("freeze_steps", ssl.freeze_steps is None or ssl.freeze_steps > 0, "positive"),
+        ("encoder_lr_factor", ssl.encoder_lr_factor > 0, "positive"),
+    )
+    for key, ok, what in checks:
+        if not ok:
+            raise ConfigError(f"Config key 'ssl.{key}' must be {what}, got {getattr(ssl, key)!r}.")
+
+
 class Ssl(Strategy):
     """Pretext pretraining on source + target images, then fine-tuning on source labels."""
 
     name = "ssl"
-    options = "ssl"
+    Options = SslConfig
 
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
         """Pretext stage, then the fine-tuning stages; ``selection.criterion`` picks the model."""
@@ -165,7 +210,7 @@ def structured_batch(sampler: PatchSampler, generator: torch.Generator, min_std:
 
 def pretext_stage(cfg: RunConfig, domains: Domains, steps: int) -> Stage:
     """Restoration of corrupted, structured patches of source_train and target_train images."""
-    d, ssl = cfg.data, cfg.ssl
+    d, ssl = cfg.data, cfg.options
     options = stage_named(ssl.stages, "pretext")
     net = new_segmentation_net(cfg)
     optimizer = make_optimizer(net.parameters(), cfg.train, options.lr, options.optimizer)
@@ -186,7 +231,7 @@ def pretext_transform(cfg: RunConfig) -> Callable[[Batch, torch.Generator], Batc
     """Augment the clean patches on the device, then corrupt them."""
     def transform(batch: Batch, g: torch.Generator) -> Batch:
         clean = augment_batch({"image": batch["image"]}, cfg.augment, g)["image"]
-        fed, weight = pretext_input(clean, cfg.ssl, g)
+        fed, weight = pretext_input(clean, cfg.options, g)
         out = {"clean": clean, "input": fed}
         if weight is not None:
             out["weight"] = weight
@@ -235,7 +280,7 @@ def pretext_monitor(cfg: RunConfig, domains: Domains) -> PretextMonitor:
     size = cfg.data.patch_size
     patches = {name: np.stack([fixed_patch(image, size, cfg.seed + i) for i in range(MONITOR_PATCHES)])
                for name, image in (("source", source.image), ("target", domains.target_test.image))}
-    return PretextMonitor(patches, cfg.ssl, cfg.seed)
+    return PretextMonitor(patches, cfg.options, cfg.seed)
 
 
 # ---------------------------------------------------------------------- stage 2: fine-tune
@@ -245,7 +290,7 @@ def finetune_stage(plan: FinetunePlan, net: nn.Module, cfg: RunConfig, domains: 
                    sampler: PatchSampler, monitors: list[Monitor]) -> Stage:
     """Supervised source stage; frozen encoder or a lower encoder learning rate as planned."""
     frozen = [net.encoder] if plan.freeze_encoder else []
-    params = encoder_lr_groups(net, cfg) if cfg.ssl.finetune == "lower_encoder_lr" else None
+    params = encoder_lr_groups(net, cfg) if cfg.options.finetune == "lower_encoder_lr" else None
     return segmentation_stage(plan.name, net, cfg, domains, sampler, plan.steps, params=params,
                               frozen=frozen, monitors=monitors)
 
@@ -253,4 +298,4 @@ def finetune_stage(plan: FinetunePlan, net: nn.Module, cfg: RunConfig, domains: 
 def encoder_lr_groups(net: nn.Module, cfg: RunConfig) -> list[dict]:
     """Decoder at ``train.lr`` (first: the logged rate), encoder at ``encoder_lr_factor`` of it."""
     return [{"params": list(net.decoder.parameters())},
-            {"params": list(net.encoder.parameters()), "lr": cfg.train.lr * cfg.ssl.encoder_lr_factor}]
+            {"params": list(net.encoder.parameters()), "lr": cfg.train.lr * cfg.options.encoder_lr_factor}]

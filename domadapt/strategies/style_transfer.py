@@ -25,8 +25,9 @@ on harmonized unlabeled target images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -36,10 +37,10 @@ from domadapt.config import RunConfig
 from domadapt.data import harmonize
 from domadapt.data.patches import PatchSampler
 from domadapt.data.volume import UnlabeledVolume, Volume
-from domadapt.errors import RunFolderError
+from domadapt.errors import ConfigError, RunFolderError
 from domadapt.inference import harmonize_image
 from domadapt.models.spec import harmonizer_spec, unet_from_spec
-from domadapt.stage_options import stage_named, stage_steps
+from domadapt.stage_options import StageOptions, stage_named, stage_steps, validate_stages
 from domadapt.strategies.base import (
     Domains,
     FitResult,
@@ -70,16 +71,77 @@ class Harmonization:
     stages: list[StageResult]
 
 
+@dataclass
+class StyleConfig:
+    """Style-transfer harmonization: make one domain look like the other, then segment."""
+
+    section: ClassVar[str] = "style"  # its YAML section (``style:``) and --set prefix
+
+    kind: Literal["histogram", "fda", "meanstd", "equalize", "cut", "cyclegan"] = "histogram"
+    # target_to_source: harmonize target images, segment them with a source-trained model;
+    # source_to_target: harmonize the labeled source images, train the segmenter on them.
+    direction: Literal["target_to_source", "source_to_target"] = "target_to_source"
+    fda_beta: float = 0.01  # half-side of the swapped low-frequency square / tile side
+    # A finished run folder (e.g. a baseline run of the same pair) whose saved segmentation
+    # checkpoints are reused instead of training a new segmenter (target_to_source only);
+    # its checkpoints are re-scored by selection.criterion on the harmonized target.
+    segmenter_from: str | None = None
+    # The learned translators' stage (cut, cyclegan): Adam with betas (0.5, 0.999).
+    stages: list[StageOptions] = field(default_factory=lambda: [
+        StageOptions("translator", share=0.5, lr=2e-4, eval_every=100)])
+    translator_batch: int = 4
+    translator_patch: int = 128
+    generator_width: int = 16
+    generator_blocks: int = 6
+    discriminator_width: int = 32
+    gan_weight: float = 1.0
+    nce_weight: float = 1.0  # cut
+    cycle_weight: float = 10.0  # cyclegan
+    identity_weight: float = 0.5  # cyclegan, relative to cycle_weight
+    samples: int = 4  # translated sample PNGs written into the run folder
+
+    def validate(self) -> None:
+        """Ranges that types alone cannot express; each error names its key."""
+        validate_style(self)
+
+
+def validate_style(style: StyleConfig) -> None:
+    """Ranges of the style keys."""
+    validate_stages(style.stages, "style", {"steps", "share", "lr", "eval_every"}, ("translator",))
+    checks = (
+        ("fda_beta", 0.0 <= style.fda_beta < 0.5, "in [0, 0.5)"),
+        ("translator_batch", style.translator_batch > 0, "positive"),
+        ("translator_patch", style.translator_patch > 0 and style.translator_patch % 4 == 0,
+         "a positive multiple of 4"),
+        ("generator_width", style.generator_width > 0, "positive"),
+        ("generator_blocks", style.generator_blocks >= 0, ">= 0"),
+        ("discriminator_width", style.discriminator_width > 0, "positive"),
+        ("samples", style.samples >= 0, ">= 0"),
+    )
+    for key, ok, what in checks:
+        if not ok:
+            raise ConfigError(f"Config key 'style.{key}' must be {what}, got {getattr(style, key)!r}.")
+    for key in ("gan_weight", "nce_weight", "cycle_weight", "identity_weight"):
+        if getattr(style, key) < 0:
+            raise ConfigError(f"Config key 'style.{key}' must be >= 0, got {getattr(style, key)!r}.")
+    if style.segmenter_from and style.kind == "equalize":
+        raise ConfigError("Config key 'style.segmenter_from' cannot serve style.kind=equalize: it "
+                          "equalizes the source too, so its segmenter must be trained anew.")
+    if style.segmenter_from and style.direction != "target_to_source":
+        raise ConfigError("Config key 'style.segmenter_from' needs style.direction=target_to_source: "
+                          "a source_to_target run must train its segmenter on the harmonized source.")
+
+
 class StyleTransfer(Strategy):
     name = "style_transfer"
-    options = "style"
+    Options = StyleConfig
     # One harmonizer each (configs/methods/), so a benchmark can compare them side by side.
     reuse_key = "style.segmenter_from"
 
     def can_reuse(self, cfg: RunConfig) -> bool:
         """Only a target_to_source harmonizer leaves the source as the baseline saw it."""
-        return (super().can_reuse(cfg) and cfg.style.direction == "target_to_source"
-                and cfg.style.kind != "equalize")
+        return (super().can_reuse(cfg) and cfg.options.direction == "target_to_source"
+                and cfg.options.kind != "equalize")
 
     def fit(self, domains: Domains, ctx: StrategyContext) -> FitResult:
         cfg = ctx.config
@@ -88,8 +150,8 @@ class StyleTransfer(Strategy):
         write_samples(domains, adapted, cfg, ctx.run_dir)
         if harm.target_spec is not None:
             ctx.trainer.extra["harmonizer"] = harm.target_spec
-        if cfg.style.segmenter_from:
-            fit = reuse_segmenter(Path(cfg.style.segmenter_from), cfg, adapted, ctx)
+        if cfg.options.segmenter_from:
+            fit = reuse_segmenter(Path(cfg.options.segmenter_from), cfg, adapted, ctx)
         else:
             net = new_segmentation_net(cfg)
             stage = segmentation_stage("segmentation", net, cfg, adapted, source_sampler(cfg, adapted))
@@ -105,7 +167,7 @@ class StyleTransfer(Strategy):
 
 def fit_harmonization(cfg: RunConfig, domains: Domains, ctx: StrategyContext) -> Harmonization:
     """Fit (or train) the harmonizer on unlabeled images of both domains."""
-    style = cfg.style
+    style = cfg.options
     src, tgt = domains.source_train.image, domains.target_train.image
     to_source = style.direction == "target_to_source"
     moving, reference = (tgt, src) if to_source else (src, tgt)
@@ -159,7 +221,7 @@ def harmonize_domains(harm: Harmonization, domains: Domains, cfg: RunConfig,
 
 
 def translator_steps(cfg: RunConfig) -> int:
-    return stage_steps(stage_named(cfg.style.stages, "translator"), cfg.train.steps)
+    return stage_steps(stage_named(cfg.options.stages, "translator"), cfg.train.steps)
 
 
 def train_translator(cfg: RunConfig, moving: np.ndarray, reference: np.ndarray,
@@ -180,7 +242,7 @@ def translator_stage(cfg: RunConfig, moving: np.ndarray, reference: np.ndarray) 
         translator_param_groups,
     )
 
-    style = cfg.style
+    style = cfg.options
     modules = translator_modules(style.kind, style.generator_width, style.generator_blocks,
                                  style.discriminator_width, cfg.seed)
     options = stage_named(style.stages, "translator")
@@ -261,8 +323,8 @@ def write_samples(domains: Domains, adapted: Domains, cfg: RunConfig, run_dir: P
     written = []
     for name, before, after, other in pairs:
         side = min(512, *before.shape[1:], *other.shape[1:])
-        for i in range(min(cfg.style.samples, len(before))):
-            z = i * len(before) // max(1, min(cfg.style.samples, len(before)))
+        for i in range(min(cfg.options.samples, len(before))):
+            z = i * len(before) // max(1, min(cfg.options.samples, len(before)))
             panel = np.concatenate([_crop(before[z], side), _crop(after[z], side),
                                     _crop(other[z * len(other) // len(before)], side)], axis=1)
             out.mkdir(parents=True, exist_ok=True)

@@ -113,3 +113,20 @@ def test_early_stopping_with_patience(tmp_path):
 def test_stop_metric_must_be_declared(tmp_path):
     with pytest.raises(TrainingError, match="param_norm"):
         _trainer(tmp_path).fit(_stage(patience=1, stop_metric="param_norm"))
+
+
+def test_rescoring_saved_checkpoints_evaluates_them_as_the_trainer_did(tmp_path):
+    """A reused run's checkpoints go through the same monitors and bookkeeping as training."""
+    trained = _trainer(tmp_path / "a").fit(_stage(values=(0.1, 0.4, 0.2, 0.3)))
+    saved = sorted((tmp_path / "a/checkpoints/toy").glob("step-*.pt"))
+    assert len(saved) == 4
+    stage = _stage(values=(0.1, 0.4, 0.2, 0.3))
+    rescored = _trainer(tmp_path / "b").rescore(stage, saved)
+    norms = [r["param_norm"] for r in rescored.history]
+    assert norms == pytest.approx([r["param_norm"] for r in trained.history])  # the saved weights
+    assert rescored.best["score"]["step"] == 10 and rescored.best["error"]["step"] == 10
+    best = load_checkpoint(tmp_path / "b/checkpoints/toy/best-score.pt")
+    assert best["reused_from"] == str(saved[1]) and best["step"] == 10
+    assert not list((tmp_path / "b/checkpoints/toy").glob("step-*.pt"))  # no copies
+    again = _trainer(tmp_path / "b", resume=True).rescore(_stage(values=(0.9,)), saved)
+    assert again.history == rescored.history  # a finished re-scoring is not redone

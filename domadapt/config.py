@@ -313,24 +313,32 @@ def saved_record(plain: dict[str, Any], section: str | None) -> dict[str, Any]:
     resume with the same settings; one too old to read is compared as it is.
     """
     try:
-        return record(config_from_plain(plain), section)
+        return record(config_from_plain(plain, stored=True), section)
     except ConfigError:
         return record(plain, section)
 
 
-def config_from_plain(data: dict[str, Any]) -> RunConfig:
+def config_from_plain(data: dict[str, Any], stored: bool = False) -> RunConfig:
     """A RunConfig from its plain form: merged presets, a config.yaml or a checkpoint's config
     (also one written by an earlier version: renamed keys are read under their new names).
 
     The running strategy's section is validated into its Options dataclass; sections of
     the package's other strategies (a profile may tune them for every method, and configs
     of earlier versions recorded them all) are set aside, and any other key is an error.
+    ``stored``: a config a run wrote; if its strategy's module cannot be imported here (a
+    lab's own strategy), the run's settings are read without its options.
     """
     from domadapt.strategies import option_sections, strategy_of
 
     plain = upgrade_renamed({k: ({n: v for n, v in body.items() if f"{k}.{n}" not in REMOVED_KEYS}
                                  if isinstance(body, dict) else body) for k, body in data.items()})
-    options_type = strategy_of(plain).Options
+    try:
+        options_type = strategy_of(plain).Options
+    except ConfigError:
+        if not stored:
+            raise
+        fields = {f.name for f in dataclasses.fields(RunConfig)}
+        plain, options_type = {k: v for k, v in plain.items() if k in fields}, None
     section = options_type.section if options_type is not None else None
     own = plain.pop(section, None) if section else None
     for name in option_sections():

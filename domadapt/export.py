@@ -83,7 +83,7 @@ def _test_image(payload: dict, pixel_nm: float, side: int, sample, sample_voxel)
         from domadapt.config import config_from_plain
         from domadapt.data.prepare import load_target
 
-        target = load_target(config_from_plain(payload["config"]), "test")
+        target = load_target(config_from_plain(payload["config"], stored=True), "test")
         volume, voxel = target.image, target.voxel_size_nm
     slice_yx = np.asarray(volume[volume.shape[0] // 2] if len(volume.shape) == 3 else volume)
     zoomed = resample_image(slice_yx.astype(np.float32)[None], scale_factor(voxel, pixel_nm))[0]

@@ -112,7 +112,7 @@ def finetune(start: str | Path, target: str, settings: FinetuneSettings, out: st
 
 def _base_config(payload: dict, target: str, settings: FinetuneSettings,
                  data_root: str | None) -> RunConfig:
-    cfg = config_from_plain(payload["config"])
+    cfg = config_from_plain(payload["config"], stored=True)
     data = replace(cfg.data, data_root=data_root or cfg.data.data_root,
                    patch_size=settings.patch_size or cfg.data.patch_size)
     train = replace(cfg.train, steps=settings.steps, lr=settings.lr or cfg.train.lr,

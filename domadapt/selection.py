@@ -139,7 +139,7 @@ def score_checkpoints(history: RunHistory, max_slices: int = 40, progress: bool 
     from domadapt.inference import predict_to_array
     from domadapt.metrics import segmentation_scores
 
-    cfg = config_from_plain(load_yaml(history.run_dir / "config.yaml"))
+    cfg = config_from_plain(load_yaml(history.run_dir / "config.yaml"), stored=True)
     test = load_target(cfg, "test")
     if not isinstance(test, Volume):
         raise RunFolderError(f"The target of {history.run_dir} has no labels to score with.")

@@ -110,8 +110,20 @@ def test_a_checkpoint_config_of_an_earlier_version_is_read_in_todays_keys():
     plain["style"] = {"kind": "fda", "translator_share": 0.3}
     plain["multitask"] = {"recon": "denoise"}
     plain["inference"] = {**plain["inference"], "save_probabilities": True}
-    cfg = config_from_plain(plain)
+    cfg = config_from_plain(plain, stored=True)
     assert isinstance(cfg.options, SslConfig) and cfg.options.stages[0].steps == 9
     assert "style" not in cfg.to_dict() and "multitask" not in cfg.to_dict()
     with pytest.raises(ConfigError, match="was removed"):
         build_config(profile="smoke", overrides=["inference.save_probabilities=false"])
+
+
+def test_a_stored_config_of_a_strategy_missing_here_is_still_read():
+    """select or export of a lab's run on a machine without the lab's module."""
+    from domadapt.config import config_from_plain
+
+    plain = build_config(profile="smoke").to_dict()
+    plain.update(strategy="absent_lab.my_method", method="my_method", my_method={"batch_factor": 3})
+    cfg = config_from_plain(plain, stored=True)
+    assert cfg.options is None and cfg.data.patch_size == 64
+    with pytest.raises(ConfigError, match="absent_lab"):
+        config_from_plain(plain)

@@ -145,7 +145,7 @@ def main() -> None:
     from domadapt.data.prepare import prepare_data
     from domadapt.strategies.self_training import reused_segmenter, self_training_steps
 
-    cfg = config_from_plain(load_yaml(args.run_dir / "config.yaml"))
+    cfg = config_from_plain(load_yaml(args.run_dir / "config.yaml"), stored=True)
     if not cfg.options.segmenter_from or cfg.options.harmonizer != "none":
         raise SystemExit("Give a plain self_training run that started from a source-only run.")
     data = prepare_data(cfg)

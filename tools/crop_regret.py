@@ -35,7 +35,7 @@ def criteria_per_checkpoint(run_dir: Path, crop: int) -> list[dict]:
     """The target criteria of every evaluated checkpoint, recomputed with crops of ``crop`` px."""
     from domadapt.predict import model_from_checkpoint
 
-    cfg = config_from_plain(load_yaml(run_dir / "config.yaml"))
+    cfg = config_from_plain(load_yaml(run_dir / "config.yaml"), stored=True)
     data = prepare_data(cfg)
     domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
     volume = getattr(domains, cfg.selection.target_split)

@@ -130,3 +130,20 @@ def test_rescoring_saved_checkpoints_evaluates_them_as_the_trainer_did(tmp_path)
     assert not list((tmp_path / "b/checkpoints/toy").glob("step-*.pt"))  # no copies
     again = _trainer(tmp_path / "b", resume=True).rescore(_stage(values=(0.9,)), saved)
     assert again.history == rescored.history  # a finished re-scoring is not redone
+
+
+def test_an_interrupted_rescoring_resumes_without_scoring_a_checkpoint_twice(tmp_path):
+    class Interrupting(ScriptedMonitor):
+        def evaluate(self, ctx):
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return super().evaluate(ctx)
+
+    _trainer(tmp_path / "a").fit(_stage())
+    saved = sorted((tmp_path / "a/checkpoints/toy").glob("step-*.pt"))
+    stage = _stage()
+    stage.monitors = [Interrupting((0.1,))]
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tmp_path / "b").rescore(stage, saved)
+    resumed = _trainer(tmp_path / "b", resume=True).rescore(_stage(), saved)
+    assert [r["step"] for r in resumed.history] == [5, 10, 15, 20]

@@ -288,7 +288,7 @@ def reuse_segmenter(run_dir: Path, cfg: RunConfig, adapted: Domains, ctx: Strate
     monitors = build_monitors(cfg, adapted)
     require_metric(cfg.selection.criterion, "selection.criterion", "segmentation", monitors)
     stage = Stage(name="segmentation", modules={"net": net}, optimizers={}, objectives=[],
-                  batches=lambda g: {}, steps=int(load_checkpoint(paths[-1])["step"]),
+                  batches=lambda g: {}, steps=0,  # nothing is trained: rescored
                   eval_every=cfg.train.eval_every, monitors=monitors, predictor="net",
                   image_every=cfg.train.image_every)
     return select(ctx.trainer.rescore(stage, paths), net, cfg.selection.criterion)

@@ -116,6 +116,40 @@ class Trainer:
     # ------------------------------------------------------------------ public
     def fit(self, stage: Stage) -> StageResult:
         """Train ``stage`` to its end (or early stop) and return its record."""
+        def train(state, generator, scaler, writer) -> None:
+            runner = objective_runner(stage.modules, self.dist, self.device)
+            self._loop(stage, state, runner, generator, scaler, writer)
+
+        return self._run(stage, train)
+
+    def rescore(self, stage: Stage, checkpoints: list[Path]) -> StageResult:
+        """Evaluate saved checkpoints (e.g. of a finished run) as if ``stage`` had trained them.
+
+        Same monitors, history, best-checkpoint files, TensorBoard scalars and resume
+        as :meth:`fit`, with weights read from disk instead of optimised, so a method
+        that reuses a segmenter chooses among its checkpoints the way every stage
+        does. Best files name the checkpoint their weights came from (``reused_from``);
+        the checkpoints themselves are not copied.
+        """
+        def evaluate(state, generator, scaler, writer) -> None:
+            scored = {record["step"] for record in state.history}  # before an interruption
+            for path in checkpoints:
+                payload = ckpt.load_checkpoint(path)
+                if int(payload["step"]) in scored:
+                    continue
+                for key, module in stage.modules.items():
+                    module.load_state_dict(payload["modules"][key])
+                state.step = int(payload["step"])
+                self._evaluate(stage, state, generator, scaler, writer, origin=str(path))
+            state.finished = True
+            if self.dist.is_main:
+                self._save(stage, state, generator, scaler, state.dir / "last.pt", [generator.get_state()])
+
+        return self._run(stage, evaluate)
+
+    def _run(self, stage: Stage, body: Callable) -> StageResult:
+        """What every stage shares around its ``body``: devices, random state, resume (a
+        finished stage is not run again), TensorBoard, and the ranks' common record."""
         state = _LoopState(stage, self.run_dir / "checkpoints" / stage.name)
         for module in stage.modules.values():
             module.to(self.device)
@@ -129,49 +163,12 @@ class Trainer:
             if state.finished:
                 return state.result()
         writer = self._writer(stage.name, state.step)
-        runner = objective_runner(stage.modules, self.dist, self.device)
         try:
-            self._loop(stage, state, runner, generator, scaler, writer)
+            body(state, generator, scaler, writer)
         finally:
             if writer is not None:
                 writer.close()
         barrier(self.dist)  # rank 0's files are complete before any rank reads them
-        state.history, state.best = broadcast_object((state.history, state.best), self.dist)
-        return state.result()
-
-    def rescore(self, stage: Stage, checkpoints: list[Path]) -> StageResult:
-        """Evaluate saved checkpoints (e.g. of a finished run) as if ``stage`` had trained them.
-
-        Same monitors, history, best-checkpoint files, TensorBoard scalars and resume
-        as :meth:`fit`, with weights read from disk instead of optimised, so a method
-        that reuses a segmenter chooses among its checkpoints the way every stage
-        does. Best files name the checkpoint their weights came from (``reused_from``);
-        the checkpoints themselves are not copied.
-        """
-        state = _LoopState(stage, self.run_dir / "checkpoints" / stage.name)
-        for module in stage.modules.values():
-            module.to(self.device)
-        generator = torch.Generator().manual_seed(self.seed)
-        scaler = torch.amp.GradScaler("cuda", enabled=False)
-        if self.resume and (state.dir / "last.pt").is_file():
-            self._restore(stage, state, generator, scaler)
-            if state.finished:
-                return state.result()
-        writer = self._writer(stage.name, 0)
-        try:
-            for path in checkpoints:
-                payload = ckpt.load_checkpoint(path)
-                for key, module in stage.modules.items():
-                    module.load_state_dict(payload["modules"][key])
-                state.step = int(payload["step"])
-                self._evaluate(stage, state, generator, scaler, writer, origin=str(path))
-        finally:
-            if writer is not None:
-                writer.close()
-        state.finished = True
-        if self.dist.is_main:
-            self._save(stage, state, generator, scaler, state.dir / "last.pt", [generator.get_state()])
-        barrier(self.dist)
         state.history, state.best = broadcast_object((state.history, state.best), self.dist)
         return state.result()
 

@@ -286,9 +286,10 @@ def record(data: RunConfig | dict[str, Any], section: str | None) -> dict[str, A
     return {k: v for k, v in data.items() if k in own}
 
 
-def save_config(cfg: RunConfig, path: str | Path, section: str | None = None) -> None:
-    """Write the resolved configuration as YAML (the run folder's config.yaml)."""
-    Path(path).write_text(yaml.safe_dump(record(cfg, section), sort_keys=False))
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved configuration as YAML (the run folder's config.yaml): the run's keys
+    and its strategy's own section."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 #: Keys of earlier versions that had no effect; a run folder that records them still resumes.

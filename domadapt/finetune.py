@@ -29,13 +29,13 @@ from domadapt.config import RunConfig, config_from_plain, save_config
 from domadapt.data.atomic import atomic_path
 from domadapt.data.patches import PatchSampler
 from domadapt.data.prepare import load_target, prepare_labeled
-from domadapt.data.transforms import NORMALIZATION, intensity_stats
+from domadapt.data.transforms import intensity_stats
 from domadapt.data.volume import UnlabeledVolume, Volume
 from domadapt.errors import ConfigError, DataError, RunFolderError
 from domadapt.inference import harmonize_image
 from domadapt.markdown import table
-from domadapt.models.spec import harmonizer_from_spec, is_unet, unet_from_spec, unet_spec
-from domadapt.pipeline import resolve_device, score_target
+from domadapt.models.spec import harmonizer_from_spec, is_unet, unet_from_spec
+from domadapt.pipeline import checkpoint_extra, resolve_device, score_target
 from domadapt.strategies.base import FitResult, supervised_stage
 from domadapt.training.checkpoint import checkpoint_of, load_checkpoint
 from domadapt.training.losses import segmentation_loss
@@ -188,17 +188,17 @@ def _train(cfg: RunConfig, net, harmonizer: torch.nn.Module | None, harmonizer_s
     weights are loaded into ``net``."""
     px = cfg.data.pixel_size_nm
 
-    def prepared(slices: np.ndarray, name: str) -> tuple[Volume, dict]:
-        volume, stats = prepare_labeled(Volume(train.image[np.sort(slices)], train.mask[np.sort(slices)],
+    def prepared(slices: np.ndarray, name: str) -> Volume:
+        volume, _ = prepare_labeled(Volume(train.image[np.sort(slices)], train.mask[np.sort(slices)],
                                                train.voxel_size_nm, f"{train.name}:{name}"), px)
         if harmonizer is not None:
             volume = replace(volume, image=harmonize_image(harmonizer, volume.image, cfg, device))
-        return volume, stats
+        return volume
 
-    labeled, stats = prepared(fit_slices, "labeled")
+    labeled = prepared(fit_slices, "labeled")
     monitors, criterion = [], None
     if len(held):
-        val_prepared = prepared(held, "held_out")[0]
+        val_prepared = prepared(held, "held_out")
         monitors = [_TargetValMonitor(val_prepared, segmentation_loss(cfg.train.loss))]
         criterion = "target_val_iou"
     d = cfg.data
@@ -207,8 +207,7 @@ def _train(cfg: RunConfig, net, harmonizer: torch.nn.Module | None, harmonizer_s
     stage = supervised_stage("finetune", net, cfg, sampler, cfg.train.steps, monitors)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    extra = {"config": cfg.to_dict(), "model_spec": unet_spec(cfg.model),
-             "pixel_size_nm": px, "normalization": dict(NORMALIZATION)}
+    extra = checkpoint_extra(cfg)
     if harmonizer_spec is not None:  # so that `domadapt predict` harmonizes as this model was trained
         extra["harmonizer"] = harmonizer_spec
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, extra=extra, progress=progress,

@@ -121,7 +121,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     (run_dir / METRICS_FILE).unlink(missing_ok=True)
 
 
-def checkpoint_extra(cfg: RunConfig, data: PreparedData) -> dict:
+def checkpoint_extra(cfg: RunConfig) -> dict:
     """What every checkpoint stores besides weights, so predict needs nothing else."""
     return {
         "config": cfg.to_dict(),
@@ -165,11 +165,11 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
     if dist.is_main:
         prepare_run_dir(run_dir, resume, overwrite)
         if not (run_dir / CONFIG_FILE).is_file():  # a resumed run keeps its record
-            save_config(cfg, run_dir / CONFIG_FILE, strategy.options)
+            save_config(cfg, run_dir / CONFIG_FILE)
     barrier(dist)
     domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, resume=resume,
-                      extra=checkpoint_extra(cfg, data), progress=progress, dist=dist,
+                      extra=checkpoint_extra(cfg), progress=progress, dist=dist,
                       tile=cfg.inference.tile, overlap=cfg.inference.overlap, timer=timer,
                       cpu_bf16=cfg.inference.cpu_bf16, train_cpu_bf16=cfg.train.cpu_bf16,
                       channels_last=cfg.train.channels_last)
@@ -237,7 +237,7 @@ def _pretrain(cfg: RunConfig, trainer: Trainer, run_dir: Path, dist: DistInfo) -
     cfg = pretrain(cfg, trainer)
     trainer.extra["config"] = cfg.to_dict()
     if dist.is_main:
-        save_config(cfg, run_dir / CONFIG_FILE, get_strategy(cfg.method, cfg.strategy).options)
+        save_config(cfg, run_dir / CONFIG_FILE)
     return cfg
 
 

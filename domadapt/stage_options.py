@@ -36,8 +36,7 @@ class StageOptions:
 
 
 #: Every stage key a stage may use (a multitask stage uses them all).
-ALL_STAGE_KEYS = {"steps", "share", "lr", "optimizer", "eval_every", "criterion", "patience", "handoff",
-                  "frozen"}
+ALL_STAGE_KEYS = {f.name for f in fields(StageOptions)} - {"name"}
 #: The stage keys of a stage that only trains (no hand-off, own criterion or frozen parts).
 SIMPLE_STAGE_KEYS = {"steps", "share", "lr", "optimizer", "eval_every"}
 

@@ -4,7 +4,9 @@
 
 Runs are matched by (source, target, method, seed) from their metrics.json. Prints one
 row per matched run (target IoU slice mean, source-val IoU of the chosen checkpoint,
-wall time) and the mean paired difference (second minus first) with a 95 % t-interval.
+wall time) and the mean paired difference (second minus first) with a 95 % t-interval,
+over all runs and then separately over the cross-domain and the in-domain (source = target)
+runs.
 """
 
 from __future__ import annotations
@@ -45,10 +47,20 @@ def main(first: str, second: str) -> None:
         print(f"| {k[0]}->{k[1]} | {k[3]} | {x['target_iou_slice_mean']:.3f} | "
               f"{y['target_iou_slice_mean']:.3f} | {x['source_val_iou']:.3f} | "
               f"{y['source_val_iou']:.3f} | {x['wall_time_s']:.0f} | {y['wall_time_s']:.0f} |")
+    print(f"\nA = {first}, B = {second}")
+    groups = {"all runs": keys, "cross-domain runs": [k for k in keys if k[0] != k[1]],
+              "in-domain runs": [k for k in keys if k[0] == k[1]]}
+    for name, group in groups.items():
+        if group:
+            summarise(name, group, a, b)
+
+
+def summarise(name: str, keys: list[tuple], a: dict, b: dict) -> None:
+    """Mean paired differences B - A over ``keys`` (target IoU, source-val IoU, wall ratio)."""
     tgt = [b[k]["target_iou_slice_mean"] - a[k]["target_iou_slice_mean"] for k in keys]
     src = [b[k]["source_val_iou"] - a[k]["source_val_iou"] for k in keys]
     wall = [b[k]["wall_time_s"] / a[k]["wall_time_s"] for k in keys]
-    print(f"\nA = {first}, B = {second}")
+    print(f"\n{name}:")
     print(f"target IoU (slice mean), B - A: {interval(tgt)}")
     print(f"source-val IoU, B - A: {interval(src)}")
     print(f"wall time, B / A: {np.mean(wall):.2f} (mean over runs)")

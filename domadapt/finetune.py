@@ -211,7 +211,9 @@ def _train(cfg: RunConfig, net, harmonizer: torch.nn.Module | None, harmonizer_s
     if harmonizer_spec is not None:  # so that `domadapt predict` harmonizes as this model was trained
         extra["harmonizer"] = harmonizer_spec
     trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, extra=extra, progress=progress,
-                      tile=cfg.inference.tile, overlap=cfg.inference.overlap)
+                      tile=cfg.inference.tile, overlap=cfg.inference.overlap,
+                      cpu_bf16=cfg.inference.cpu_bf16, train_cpu_bf16=cfg.train.cpu_bf16,
+                      channels_last=cfg.train.channels_last)
     result = trainer.fit(stage)
     if criterion:
         net.load_state_dict(load_checkpoint(result.best_path(criterion))["modules"]["net"])

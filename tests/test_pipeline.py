@@ -66,6 +66,15 @@ def test_same_command_twice_gives_same_metrics(finished_run, tiny_config):
     assert again["source_val_iou"] == metrics["source_val_iou"]
 
 
+def test_cpu_training_settings_repeat_exactly(tiny_config, tmp_path):
+    """bfloat16 autocast (where the CPU has it) and channels-last keep runs repeatable."""
+    fast = ("train.cpu_bf16=true", "train.channels_last=true", "train.steps=6", "train.eval_every=3")
+    first = run(tiny_config(*fast, out=str(tmp_path / "a")), progress=False)
+    second = run(tiny_config(*fast, out=str(tmp_path / "b")), progress=False)
+    for key in ("target_iou", "source_val_iou", "selected_step"):
+        assert first[key] == second[key]
+
+
 def test_strategies_never_see_target_labels(tiny_config, monkeypatch):
     seen = {}
     original = baseline.Baseline.fit

@@ -35,7 +35,7 @@ from domadapt.errors import ConfigError, DataError, RunFolderError
 from domadapt.inference import harmonize_image
 from domadapt.markdown import table
 from domadapt.models.spec import harmonizer_from_spec, is_unet, unet_from_spec
-from domadapt.pipeline import checkpoint_extra, resolve_device, score_target
+from domadapt.pipeline import checkpoint_extra, resolve_device, score_target, trainer_settings
 from domadapt.strategies.base import FitResult, supervised_stage
 from domadapt.training.checkpoint import checkpoint_of, load_checkpoint
 from domadapt.training.losses import segmentation_loss
@@ -210,10 +210,8 @@ def _train(cfg: RunConfig, net, harmonizer: torch.nn.Module | None, harmonizer_s
     extra = checkpoint_extra(cfg)
     if harmonizer_spec is not None:  # so that `domadapt predict` harmonizes as this model was trained
         extra["harmonizer"] = harmonizer_spec
-    trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, extra=extra, progress=progress,
-                      tile=cfg.inference.tile, overlap=cfg.inference.overlap,
-                      cpu_bf16=cfg.inference.cpu_bf16, train_cpu_bf16=cfg.train.cpu_bf16,
-                      channels_last=cfg.train.channels_last)
+    trainer = Trainer(run_dir, device, cfg.seed, extra=extra, progress=progress,
+                      **trainer_settings(cfg))
     result = trainer.fit(stage)
     if criterion:
         net.load_state_dict(load_checkpoint(result.best_path(criterion))["modules"]["net"])

@@ -131,6 +131,14 @@ def checkpoint_extra(cfg: RunConfig) -> dict:
     }
 
 
+def trainer_settings(cfg: RunConfig) -> dict:
+    """The Trainer arguments a run's config decides, so every trainer of a run (training,
+    fine-tuning) computes and evaluates the same way."""
+    return {"amp": cfg.train.amp, "tile": cfg.inference.tile, "overlap": cfg.inference.overlap,
+            "cpu_bf16": cfg.inference.cpu_bf16, "train_cpu_bf16": cfg.train.cpu_bf16,
+            "channels_last": cfg.train.channels_last}
+
+
 def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
         progress: bool = True) -> dict:
     """Train, choose a checkpoint label-free, predict the target test volume, score it."""
@@ -168,11 +176,8 @@ def _run(cfg, device, dist: DistInfo, resume, overwrite, progress, start) -> dic
             save_config(cfg, run_dir / CONFIG_FILE)
     barrier(dist)
     domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
-    trainer = Trainer(run_dir, device, cfg.seed, amp=cfg.train.amp, resume=resume,
-                      extra=checkpoint_extra(cfg), progress=progress, dist=dist,
-                      tile=cfg.inference.tile, overlap=cfg.inference.overlap, timer=timer,
-                      cpu_bf16=cfg.inference.cpu_bf16, train_cpu_bf16=cfg.train.cpu_bf16,
-                      channels_last=cfg.train.channels_last)
+    trainer = Trainer(run_dir, device, cfg.seed, resume=resume, extra=checkpoint_extra(cfg),
+                      progress=progress, dist=dist, timer=timer, **trainer_settings(cfg))
     try:
         if cfg.pretrain.dataset and not cfg.pretrain.weights:
             cfg = _pretrain(cfg, trainer, run_dir, dist)

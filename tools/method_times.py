@@ -27,8 +27,8 @@ METHODS = ["style_transfer", "style_transfer-fda", "style_transfer-cut", "style_
            "ssl", "multitask", "self_training", "self_training-histogram"]
 
 
-def run_method(args: argparse.Namespace, method: str, reuse: list[str]) -> dict:
-    """Run (or read, when finished) one method's run; return its metrics."""
+def run_method(args: argparse.Namespace, method: str, reuse: list[str]) -> tuple[Path, dict]:
+    """Run (or read, when finished) one method's run; return its folder and metrics."""
     overrides = [*args.set, *reuse]
     cfg = build_config(method=method, overrides=overrides,
                        flags={"source": args.source, "target": args.target, "seed": args.seed,
@@ -41,7 +41,7 @@ def run_method(args: argparse.Namespace, method: str, reuse: list[str]) -> dict:
         for item in overrides:
             command += ["--set", item]
         subprocess.run(command, check=True)
-    return json.loads((folder / METRICS_FILE).read_text())
+    return folder, json.loads((folder / METRICS_FILE).read_text())
 
 
 def reuse_of(method: str, baseline_dir: Path, args: argparse.Namespace) -> list[str]:
@@ -62,16 +62,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
-    base = run_method(args, "baseline", [])
-    base_dir = run_dir_for(build_config(overrides=list(args.set), flags={
-        "source": args.source, "target": args.target, "seed": args.seed, "out": args.out}))
+    base_dir, base = run_method(args, "baseline", [])
     rows = ["| method | reuses source-only | wall | cost on top of source-only | target IoU (slice mean) |",
             "|---|---|---:|---:|---:|",
             f"| baseline (source-only) | - | {base['wall_time_s']:.0f} s | - | "
             f"{base['target_iou_slice_mean']:.3f} |"]
     for method in args.methods:
         reuse = reuse_of(method, base_dir, args)
-        metrics = run_method(args, method, reuse)
+        _, metrics = run_method(args, method, reuse)
         wall = float(metrics["wall_time_s"])
         extra = wall if reuse else wall - float(base["wall_time_s"])
         rows.append(f"| {method} | {'yes' if reuse else 'no'} | {wall:.0f} s | {extra:.0f} s | "

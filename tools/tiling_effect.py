@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import argparse
 import glob
-import re
 
 import imageio.v3 as iio
 import numpy as np
 import torch
 
 from domadapt.api import load_model
+from domadapt.data.io import natural_key
 from domadapt.inference import TILE_MULTIPLE, predict_volume
+from domadapt.metrics import segmentation_scores
 
 
 def read_stack(pattern: str, count: int) -> np.ndarray:
     """The first ``count`` images matching ``pattern`` in natural order (2 before 10), as
     (Z, Y, X) (first channel of RGB)."""
-    paths = sorted(glob.glob(pattern), key=lambda p: [int(s) if s.isdigit() else s
-                                                      for s in re.split(r"(\d+)", p)])
-    images = [iio.imread(path) for path in paths[:count]]
+    images = [iio.imread(path) for path in sorted(glob.glob(pattern), key=natural_key)[:count]]
     return np.stack([im[..., 0] if im.ndim == 3 else im for im in images])
 
 
@@ -42,8 +41,7 @@ def predict(model, image: np.ndarray, tile: int, overlap: int, pixel_nm: float) 
 
 
 def iou(prob: np.ndarray, mask: np.ndarray) -> float:
-    pred = prob > 0.5
-    return float((pred & mask).sum() / max((pred | mask).sum(), 1))
+    return segmentation_scores(prob, mask)["iou"]
 
 
 def main() -> None:

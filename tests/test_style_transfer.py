@@ -173,3 +173,33 @@ def test_segmenter_from_is_checked(appearance_shift, shift_baseline, tiny_config
     with pytest.raises(ConfigError, match="trained on source"):  # another pair's model
         run(tiny_config(f"style.segmenter_from={baseline_dir}", method="style_transfer"),
             progress=False)
+
+
+def test_reused_segmenter_reads_source_val_scores_instead_of_evaluating_again(appearance_shift,
+                                                                             shift_baseline,
+                                                                             monkeypatch):
+    """The recorded scores are the baseline's, and equal what a new evaluation gives."""
+    from domadapt.training.monitors import SourceValMonitor
+
+    _, baseline_dir = shift_baseline
+    calls = []
+    evaluate = SourceValMonitor.evaluate
+    monkeypatch.setattr(SourceValMonitor, "evaluate", lambda self, ctx: calls.append(ctx.step)
+                        or evaluate(self, ctx))
+
+    def source_val(*overrides, out):
+        calls.clear()
+        cfg = _shift_config(appearance_shift, "style_transfer", f"style.segmenter_from={baseline_dir}",
+                            *overrides, out=out)
+        run(cfg, progress=False)
+        history = json.loads((run_dir_for(cfg) / "checkpoints/segmentation/history.json").read_text())
+        return {r["step"]: (r["source_val_iou"], r["source_val_loss"]) for r in history}
+
+    baseline = json.loads((baseline_dir / "checkpoints/segmentation/history.json").read_text())
+    replayed = source_val(out="runs-replayed")
+    assert replayed == {r["step"]: (r["source_val_iou"], r["source_val_loss"]) for r in baseline}
+    assert calls == []
+    evaluated = source_val("train.device=cpu", out="runs-evaluated")  # a config change: evaluated anew
+    assert sorted(calls) == sorted(evaluated) == sorted(replayed)
+    for step, values in evaluated.items():
+        np.testing.assert_allclose(values, replayed[step], rtol=1e-5, atol=1e-6)

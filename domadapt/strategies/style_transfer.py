@@ -33,13 +33,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from domadapt.config import RunConfig
+from domadapt.config import RunConfig, load_yaml
 from domadapt.data import harmonize
 from domadapt.data.patches import PatchSampler
 from domadapt.data.volume import UnlabeledVolume, Volume
 from domadapt.errors import ConfigError, RunFolderError
 from domadapt.inference import harmonize_image
 from domadapt.models.spec import harmonizer_spec, unet_from_spec
+from domadapt.selection import load_history
 from domadapt.stage_options import StageOptions, stage_named, stage_steps, validate_stages
 from domadapt.strategies.base import (
     Domains,
@@ -56,7 +57,7 @@ from domadapt.strategies.base import (
     source_sampler,
 )
 from domadapt.training.checkpoint import load_checkpoint
-from domadapt.training.monitors import fixed_slice_sample
+from domadapt.training.monitors import Monitor, RecordedMonitor, SourceValMonitor, fixed_slice_sample
 from domadapt.training.trainer import Stage, StageResult
 from domadapt.training.translation_monitor import TranslationMonitor
 
@@ -285,13 +286,40 @@ def reuse_segmenter(run_dir: Path, cfg: RunConfig, adapted: Domains, ctx: Strate
     first = load_checkpoint(paths[0])
     check_reusable(first, cfg, run_dir, "style.segmenter_from")
     net = unet_from_spec(first["model_spec"])
-    monitors = build_monitors(cfg, adapted)
+    monitors = [_recorded_source_val(m, run_dir, cfg) for m in build_monitors(cfg, adapted)]
     require_metric(cfg.selection.criterion, "selection.criterion", "segmentation", monitors)
     stage = Stage(name="segmentation", modules={"net": net}, optimizers={}, objectives=[],
                   batches=lambda g: {}, steps=0,  # nothing is trained: rescored
                   eval_every=cfg.train.eval_every, monitors=monitors, predictor="net",
                   image_every=cfg.train.image_every)
     return select(ctx.trainer.rescore(stage, paths), net, cfg.selection.criterion)
+
+
+#: What a source-validation score depends on besides the weights: the same values in the
+#: reused run's config.yaml mean its recorded scores are the ones an evaluation would give.
+_SOURCE_VAL_KEYS = (("source",), ("data",), ("inference",), ("train", "loss"), ("train", "amp"),
+                    ("train", "device"), ("train", "channels_last"))
+
+
+def _recorded_source_val(monitor: Monitor, run_dir: Path, cfg: RunConfig) -> Monitor:
+    """The source-validation monitor reads the reused run's scores where they are valid here.
+
+    Harmonizing toward the source leaves source_val as the reused run saw it.
+    """
+    if not isinstance(monitor, SourceValMonitor) or cfg.options.direction != "target_to_source":
+        return monitor
+    recorded = load_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
+    ours = cfg.to_dict()
+    if any(_key(recorded, path) != _key(ours, path) for path in _SOURCE_VAL_KEYS):
+        return monitor
+    history = load_history(run_dir, "segmentation").records
+    return RecordedMonitor(monitor, SourceValMonitor.metric_names, history)
+
+
+def _key(data: dict, path: tuple[str, ...]):
+    for part in path:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def _segmentation_checkpoints(run_dir: Path) -> list[Path]:

@@ -98,6 +98,7 @@ class SourceValMonitor(Monitor):
 
     name = "source_val"
     directions = {"source_val_iou": "max", "source_val_loss": "min"}
+    metric_names = ("source_val_iou", "source_val_dice", "source_val_loss")
 
     def __init__(self, volume: Volume,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
@@ -115,6 +116,29 @@ class SourceValMonitor(Monitor):
             z = _most_foreground_slice(self.volume.mask)
             images["source_val"] = image_grid(self.volume.image[z], prob[z], self.volume.mask[z])
         return MonitorResult(metrics, images)
+
+
+class RecordedMonitor(Monitor):
+    """Another run's logged metrics at the same step, in place of evaluating again.
+
+    A reused segmenter's checkpoints meet unchanged source validation slices, so
+    the run that trained them already measured what a new evaluation would; reading
+    it back halves the cost of re-scoring them. Steps the record lacks are evaluated
+    by ``fallback``. Its image grids are not redrawn.
+    """
+
+    def __init__(self, fallback: Monitor, metric_names: tuple[str, ...],
+                 records: list[dict]) -> None:
+        self.fallback, self.metric_names = fallback, metric_names
+        self.name, self.directions = fallback.name, fallback.directions
+        self.records = {int(r["step"]): r for r in records
+                        if all(isinstance(r.get(k), (int, float)) for k in metric_names)}
+
+    def evaluate(self, ctx: EvalContext) -> MonitorResult:
+        record = self.records.get(ctx.step)
+        if record is None:
+            return self.fallback.evaluate(ctx)
+        return MonitorResult({k: float(record[k]) for k in self.metric_names})
 
 
 def _most_foreground_slice(mask: np.ndarray) -> int:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from domadapt.config import RunConfig, load_yaml
+from domadapt.config import RunConfig
 from domadapt.data import harmonize
 from domadapt.data.patches import PatchSampler
 from domadapt.data.volume import UnlabeledVolume, Volume
@@ -286,7 +286,8 @@ def reuse_segmenter(run_dir: Path, cfg: RunConfig, adapted: Domains, ctx: Strate
     first = load_checkpoint(paths[0])
     check_reusable(first, cfg, run_dir, "style.segmenter_from")
     net = unet_from_spec(first["model_spec"])
-    monitors = [_recorded_source_val(m, run_dir, cfg) for m in build_monitors(cfg, adapted)]
+    monitors = [_recorded_source_val(m, run_dir, first.get("config", {}), cfg)
+                for m in build_monitors(cfg, adapted)]
     require_metric(cfg.selection.criterion, "selection.criterion", "segmentation", monitors)
     stage = Stage(name="segmentation", modules={"net": net}, optimizers={}, objectives=[],
                   batches=lambda g: {}, steps=0,  # nothing is trained: rescored
@@ -296,19 +297,19 @@ def reuse_segmenter(run_dir: Path, cfg: RunConfig, adapted: Domains, ctx: Strate
 
 
 #: What a source-validation score depends on besides the weights: the same values in the
-#: reused run's config.yaml mean its recorded scores are the ones an evaluation would give.
+#: reused run's config mean its recorded scores are the ones an evaluation would give.
 _SOURCE_VAL_KEYS = (("source",), ("data",), ("inference",), ("train", "loss"), ("train", "amp"),
                     ("train", "device"), ("train", "channels_last"))
 
 
-def _recorded_source_val(monitor: Monitor, run_dir: Path, cfg: RunConfig) -> Monitor:
+def _recorded_source_val(monitor: Monitor, run_dir: Path, recorded: dict, cfg: RunConfig) -> Monitor:
     """The source-validation monitor reads the reused run's scores where they are valid here.
 
-    Harmonizing toward the source leaves source_val as the reused run saw it.
+    Harmonizing toward the source leaves source_val as the reused run saw it. ``recorded``
+    is the reused run's config, as its checkpoints store it.
     """
     if not isinstance(monitor, SourceValMonitor) or cfg.options.direction != "target_to_source":
         return monitor
-    recorded = load_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
     ours = cfg.to_dict()
     if any(_key(recorded, path) != _key(ours, path) for path in _SOURCE_VAL_KEYS):
         return monitor

@@ -115,6 +115,9 @@ class InferenceConfig:
     # Predict (evaluations and volumes) in bfloat16 on CPUs with AMX or AVX512-BF16: 3x faster,
     # but 0.006 % of voxels differ from float32 by more than 1/255; other CPUs use float32.
     cpu_bf16: bool = False
+    # bfloat16 for the evaluations during training only (label-free criteria, source
+    # validation); the final prediction and `domadapt predict` keep cpu_bf16's precision.
+    eval_cpu_bf16: bool = False
 
 
 @dataclass

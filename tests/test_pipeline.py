@@ -75,6 +75,28 @@ def test_cpu_training_settings_repeat_exactly(tiny_config, tmp_path):
         assert first[key] == second[key]
 
 
+def test_eval_bf16_reaches_the_evaluations_only(tiny_config, monkeypatch):
+    """inference.eval_cpu_bf16 asks for bfloat16 in the monitors' predictions during training;
+    the final prediction of the target test volume keeps inference.cpu_bf16 (float32)."""
+    from domadapt import inference
+    from domadapt.training import monitors
+
+    asked = {"evaluations": [], "final": []}
+
+    def spy(where, original):
+        def copy(model, device, cpu_bf16=False):
+            asked[where].append(cpu_bf16)
+            return original(model, device, cpu_bf16)
+        return copy
+
+    monkeypatch.setattr(monitors, "inference_copy", spy("evaluations", monitors.inference_copy))
+    monkeypatch.setattr(inference, "inference_copy", spy("final", inference.inference_copy))
+    run(tiny_config("train.steps=4", "train.eval_every=2", "inference.eval_cpu_bf16=true"),
+        progress=False)
+    assert asked["evaluations"] and set(asked["evaluations"]) == {True}
+    assert asked["final"] and set(asked["final"]) == {False}
+
+
 def test_strategies_never_see_target_labels(tiny_config, monkeypatch):
     seen = {}
     original = baseline.Baseline.fit

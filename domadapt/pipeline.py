@@ -135,8 +135,8 @@ def trainer_settings(cfg: RunConfig) -> dict:
     """The Trainer arguments a run's config decides, so every trainer of a run (training,
     fine-tuning) computes and evaluates the same way."""
     return {"amp": cfg.train.amp, "tile": cfg.inference.tile, "overlap": cfg.inference.overlap,
-            "cpu_bf16": cfg.inference.cpu_bf16 or cfg.inference.eval_cpu_bf16, "train_cpu_bf16": cfg.train.cpu_bf16,
-            "channels_last": cfg.train.channels_last}
+            "cpu_bf16": cfg.inference.cpu_bf16 or cfg.inference.eval_cpu_bf16,
+            "train_cpu_bf16": cfg.train.cpu_bf16, "channels_last": cfg.train.channels_last}
 
 
 def run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,

@@ -17,6 +17,23 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def synthetic_cache_in_tmp(tmp_path_factory):
+    """Rendered synthetic volumes are cached in a folder of this test session, never in the
+    user's cache (subprocesses inherit the variable)."""
+    import os
+
+    from domadapt.data.synthetic_cache import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("synthetic-cache"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
 @pytest.fixture
 def tiny_config(tmp_path):
     """Build a smoke-profile RunConfig writing under tmp_path (extra --set items allowed)."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from domadapt.data.synthetic_cache import cached, volume_key
 from domadapt.data.synthetic_cell import CellGeometry
 from domadapt.data.synthetic_geometry import Geometry, Scene, rng_stream, smooth_noise
 from domadapt.data.volume import Volume
@@ -241,6 +242,7 @@ def make_volume(name_or_domain: str | SyntheticDomain, split: str = "train",
     if split not in _SPLITS:
         raise DataError(f"Unknown split {split!r}; valid splits are {', '.join(_SPLITS)}.")
     digest = hashlib.sha256(f"{domain.name}|{split}|{int(seed)}".encode()).digest()
-    image, mask = render(domain, default_shape(domain) if shape is None else shape,
-                         int.from_bytes(digest[:8], "little"))
+    shape = default_shape(domain) if shape is None else shape
+    key = volume_key(domain, split, int(seed), shape)
+    image, mask = cached(key, lambda: render(domain, shape, int.from_bytes(digest[:8], "little")))
     return Volume(image, mask, domain.geometry.voxel_size_nm, f"{domain.name}:{split}:{seed}")

@@ -44,6 +44,22 @@ def _table(path: Path) -> list[tuple]:
     return sorted(tuple(r.get(k) for k in COMPARED) for r in rows)
 
 
+def test_pairs_key_limits_the_grid_to_the_named_pairs():
+    three = ["synth-hippocampus", "synth-cortex", "synth-vnc"]
+    every = {(r.source, r.target) for phase in grid(_config(Path("x"), datasets=three)) for r in phase
+             if r.role != "oracle"}
+    assert len(every) == 6
+    chosen = _config(Path("x"), datasets=three,
+                     pairs=["synth-hippocampus->synth-cortex", "synth-vnc -> synth-hippocampus"])
+    runs = [r for phase in grid(chosen) for r in phase]
+    assert {(r.source, r.target) for r in runs if r.role != "oracle"} == {
+        ("synth-hippocampus", "synth-cortex"), ("synth-vnc", "synth-hippocampus")}
+    assert {r.source for r in runs if r.role == "oracle"} == set(three)
+    for bad in (["synth-hippocampus"], ["synth-cortex->synth-cortex"], ["synth-cortex->lucchi"]):
+        with pytest.raises(ConfigError, match="'pairs'"):
+            load_benchmark_config(datasets=three, pairs=bad)
+
+
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory):
     out = tmp_path_factory.mktemp("sequential")

@@ -19,6 +19,9 @@ class BenchmarkConfig:
     """A grid of runs; ``configs/benchmarks/*.yaml`` hold the same keys."""
 
     datasets: list[str] = field(default_factory=lambda: ["lucchi", "vnc"])
+    # "source->target" items: only these pairs (of the datasets above); empty: every ordered
+    # pair. Lets a grid over many domains fit one session.
+    pairs: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=lambda: ["baseline"])
     seeds: list[int] = field(default_factory=lambda: [0])
     profile: str = "cpu-quick"
@@ -68,6 +71,7 @@ def load_benchmark_config(path: str | Path | None = None, **flags) -> BenchmarkC
         raise ConfigError(f"Config key 'workers' must be positive, got {bc.workers}.")
     from domadapt.data.registry import dataset_names
 
+    chosen_pairs(bc)  # a malformed or unknown pair fails before anything runs
     missing = [d for d in bc.datasets if d not in dataset_names() and not Path(d).exists()]
     if missing:
         raise ConfigError(f"Unknown dataset(s) {', '.join(missing)}; valid names: "
@@ -87,7 +91,7 @@ def grid(bc: BenchmarkConfig) -> list[list[RunSpec]]:
     """The runs, in dependency phases: [reference + independent methods, methods reusing those]."""
     first: list[RunSpec] = []
     second: list[RunSpec] = []
-    pairs = [(s, t) for s in bc.datasets for t in bc.datasets if s != t]
+    pairs = chosen_pairs(bc)
     for seed in bc.seeds:
         for source, target in pairs:
             if bc.source_only or "baseline" in bc.methods:
@@ -101,6 +105,20 @@ def grid(bc: BenchmarkConfig) -> list[list[RunSpec]]:
         if bc.oracle:
             first.extend(RunSpec(t, t, "baseline", seed, "oracle") for t in bc.datasets)
     return [phase for phase in (first, second) if phase]
+
+
+def chosen_pairs(bc: BenchmarkConfig) -> list[tuple[str, str]]:
+    """The (source, target) pairs of the grid: ``pairs`` if given, else every ordered pair."""
+    if not bc.pairs:
+        return [(s, t) for s in bc.datasets for t in bc.datasets if s != t]
+    pairs = []
+    for item in bc.pairs:
+        source, _, target = (part.strip() for part in item.partition("->"))
+        if not source or not target or source == target or {source, target} - set(bc.datasets):
+            raise ConfigError(f"Config key 'pairs' has {item!r}; each item must be 'source->target' "
+                              f"with two different datasets of 'datasets' ({', '.join(bc.datasets)}).")
+        pairs.append((source, target))
+    return list(dict.fromkeys(pairs))
 
 
 def _reuses_baseline(method: str) -> bool:

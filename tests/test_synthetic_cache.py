@@ -38,6 +38,7 @@ def test_second_call_reads_the_same_pixels_from_disk(cache, renders):
     second = synthetic.make_volume("synth-cortex", "train", shape=SHAPE, seed=1)
     assert len(renders) == 1
     assert len(list(cache.glob("*.npz"))) == 1
+    assert not list(cache.glob("*.partial"))
     np.testing.assert_array_equal(first.image, second.image)
     np.testing.assert_array_equal(first.mask, second.mask)
     fresh = synthetic.render(synthetic.get_domain("synth-cortex"), SHAPE, renders[0][2])

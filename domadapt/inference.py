@@ -248,8 +248,8 @@ def predict_to_tif(
     255 where probability >= ``threshold`` and 0 elsewhere (viewable as is,
     and read back by :func:`domadapt.metrics.segmentation_scores` with the
     same threshold). Each slice is written as soon as it is predicted, so
-    memory stays bounded by one slice. The file is written to
-    ``<out_path>.partial`` and renamed on success; on any failure, Ctrl-C
+    memory stays bounded by one slice. The file is written to a partial file
+    beside ``out_path`` and renamed on success; on any failure, Ctrl-C
     included, the partial file is deleted, so an existing ``out_path`` is
     always a complete prediction. Other keyword arguments go to
     :func:`predict_volume`.

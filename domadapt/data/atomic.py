@@ -19,12 +19,14 @@ from domadapt.errors import DataError
 
 
 def _partial(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
+    """A name of this process's own beside ``path``: parallel processes writing the same file
+    (e.g. two benchmark workers caching one synthetic volume) never write into one partial."""
+    return path.with_name(f"{path.name}.{os.getpid()}.partial")
 
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield ``<path>.partial`` to write to; rename it to ``path`` only on success."""
+    """Yield ``<path>.<pid>.partial`` to write to; rename it to ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial(path)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from domadapt.data.atomic import atomic_path
 
 CACHE_ENV = "DOMADAPT_CACHE"
 _OFF = {"", "0", "off", "none", "false"}
@@ -71,21 +72,8 @@ def cached(key: str, render: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tup
         pass
     image, mask = render()
     try:
-        _store(path, image, mask)
+        with atomic_path(path) as partial, open(partial, "wb") as handle:
+            np.savez(handle, image=image, mask=mask)  # a handle: savez would append ".npz" to a name
     except OSError:
         pass
     return image, mask
-
-
-def _store(path: Path, image: np.ndarray, mask: np.ndarray) -> None:
-    """Write under a name of this process's own, then rename: parallel runs rendering the same
-    volume never write into one file, and a reader never sees half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False)
-    partial = Path(handle.name)
-    try:
-        with handle:
-            np.savez(handle, image=image, mask=mask)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)

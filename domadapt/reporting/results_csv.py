@@ -17,7 +17,8 @@ from domadapt.reporting.common import (
 
 
 def write_results_csv(rows: list[dict], path: str | Path) -> Path:
-    """One line per run; written to ``<path>.partial`` and renamed, so a reader never sees half a file."""
+    """One line per run; written to a partial file beside it and renamed, so a reader never
+    sees half a file."""
     import csv
     import io
 

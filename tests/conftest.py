@@ -21,17 +21,11 @@ torch.set_num_threads(1)
 def synthetic_cache_in_tmp(tmp_path_factory):
     """Rendered synthetic volumes are cached in a folder of this test session, never in the
     user's cache (subprocesses inherit the variable)."""
-    import os
-
     from domadapt.data.synthetic_cache import CACHE_ENV
 
-    before = os.environ.get(CACHE_ENV)
-    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("synthetic-cache"))
-    yield
-    if before is None:
-        os.environ.pop(CACHE_ENV, None)
-    else:
-        os.environ[CACHE_ENV] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("synthetic-cache")))
+        yield
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from domadapt.training.monitors import EvalContext
 DEFAULT = "morph_ours"
 
 
-def evaluate(run_dir: Path) -> dict[bool, tuple[list[dict], float]]:
+def evaluate(run_dir: Path, history) -> dict[bool, tuple[list[dict], float]]:
     """Every checkpoint's monitor metrics in float32 and bfloat16 (interleaved per checkpoint,
     so both see the same machine load), and the seconds each precision took."""
     from domadapt.predict import model_from_checkpoint
@@ -42,7 +42,6 @@ def evaluate(run_dir: Path) -> dict[bool, tuple[list[dict], float]]:
     data = prepare_data(cfg)
     domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
     monitors = build_monitors(cfg, domains)
-    history = load_history(run_dir)
     out: dict[bool, tuple[list[dict], float]] = {False: ([], 0.0), True: ([], 0.0)}
     for record in history.records:
         net = model_from_checkpoint(history.stage_dir / f"step-{record['step']:07d}.pt")[0]
@@ -62,7 +61,7 @@ def evaluate(run_dir: Path) -> dict[bool, tuple[list[dict], float]]:
 
 def compare(run_dir: Path, max_slices: int) -> dict:
     history = load_history(run_dir)
-    both = evaluate(run_dir)
+    both = evaluate(run_dir, history)
     (fp32, t32), (bf16, t16) = both[False], both[True]
     recorded = {r["step"]: r for r in history.records}
     scores = score_checkpoints(history, max_slices, progress=False)
@@ -98,11 +97,11 @@ def report(results: list[dict]) -> str:
     for r in results:
         for k, v in r["max_abs_change"].items():
             worst[k] = max(worst.get(k, 0.0), v)
-    diffs = diffs or [float("nan")]
+    quality = np.mean(diffs) if diffs else float("nan")
     lines += ["", f"Native bfloat16 on this CPU: {native_cpu_bf16()}.",
               f"1. Quality: mean IoU(bf16 pick) - IoU(fp32 pick) of `{DEFAULT}` = "
-              f"{np.mean(diffs):+.4f} (n = {len(diffs)}); the rule needs >= -0.005: "
-              f"{'holds' if np.mean(diffs) >= -0.005 else 'fails'}.",
+              f"{quality:+.4f} (n = {len(diffs)}); the rule needs >= -0.005: "
+              f"{'holds' if quality >= -0.005 else 'fails'}.",
               f"2. Cost: evaluation time {t32:.1f} s -> {t16:.1f} s ({1 - t16 / t32:.0%} less); "
               f"the rule needs >= 30 %: {'holds' if 1 - t16 / t32 >= 0.30 else 'fails'}.",
               "", "Largest change of a criterion value (bf16 - fp32, any checkpoint): "

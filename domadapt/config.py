@@ -21,6 +21,7 @@ import yaml
 
 from domadapt.augment_options import AugmentConfig as AugmentConfig
 from domadapt.augment_options import validate_augment
+from domadapt.criteria import directions
 from domadapt.errors import ConfigError
 from domadapt.stage_options import RENAMED, renamed_to, upgrade_renamed
 from domadapt.yaml_config import config_differences as config_differences
@@ -94,6 +95,11 @@ class SelectionConfig:
     # the criterion with the lowest mean regret over every labeled run of the 3-seed grids,
     # chosen by the rule in docs/results/selection/rule.md (docs/results/selection/README.md).
     criterion: str = "morph_ours"
+    # An in-domain run (source = target) holds labeled validation slices of the domain it is
+    # scored on; this criterion chooses its checkpoint unless a profile, method, file or --set
+    # names selection.criterion. Empty: selection.criterion everywhere
+    # (docs/results/selection/in-domain-rule.md).
+    in_domain_criterion: str = ""
     monitors: list[str] = field(default_factory=lambda: ["source_val", "target"])
     target_slices: int = 8  # fixed, seeded sample of unlabeled target slices to monitor
     # Side (pixels at data.pixel_size_nm) of the fixed crop scored in each of those slices,
@@ -226,7 +232,17 @@ def build_config(
     refuse_renamed(merged)
     cfg = config_from_plain(merged)
     validate(cfg)
-    return cfg
+    return with_in_domain_criterion(cfg, "criterion" in merged.get("selection", {}))
+
+
+def with_in_domain_criterion(cfg: RunConfig, criterion_named: bool) -> RunConfig:
+    """The run's criterion: the in-domain one when the source is the target and nothing named
+    ``selection.criterion``, since there the held-out validation slices are labeled slices of
+    the very domain the run is scored on."""
+    chosen = cfg.selection.in_domain_criterion
+    if criterion_named or not chosen or cfg.source != cfg.target:
+        return cfg
+    return dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, criterion=chosen))
 
 
 def validate(cfg: RunConfig) -> None:
@@ -248,6 +264,11 @@ def validate(cfg: RunConfig) -> None:
     if cfg.selection.target_crop < 0 or cfg.selection.target_slices <= 0:
         raise ConfigError("Config keys 'selection.target_crop' (0: whole slices) and "
                           "'selection.target_slices' must be >= 0 and positive.")
+    known = directions()
+    if cfg.selection.in_domain_criterion not in ("", *known):
+        raise ConfigError(f"Config key 'selection.in_domain_criterion' names no criterion: "
+                          f"'{cfg.selection.in_domain_criterion}'; valid: {', '.join(known)}, "
+                          "or empty.")
     if not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"Config key 'seed' must be an integer in [0, 2**32), got {cfg.seed}.")
     multiple = 2 ** cfg.model.depth

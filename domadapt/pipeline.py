@@ -320,6 +320,14 @@ def _write_outputs(run_dir: Path, metrics: dict, fit: FitResult) -> None:
         tmp.write_text(json.dumps(metrics, indent=2))
 
 
+def _criterion_reads(metrics: dict, criterion: str) -> str:
+    """What the chosen criterion read, in words: an in-domain run's validation labels are
+    labels of the target's own domain, so "label-free" would not be true there."""
+    if metrics["source"] == metrics["target"] and criterion.startswith("source_val"):
+        return "held-out labeled validation slices of the same dataset"
+    return "label-free"
+
+
 def render_report(metrics: dict, fit: FitResult) -> str:
     """A short human-readable summary of the run."""
     def fmt(value):
@@ -330,7 +338,8 @@ def render_report(metrics: dict, fit: FitResult) -> str:
         "",
         f"- profile: {metrics['profile']}, device: {metrics['device']}, "
         f"wall time: {metrics['wall_time_s']:.0f} s",
-        f"- checkpoint chosen by `{fit.criterion}` (label-free) at step {fit.selected_step} "
+        f"- checkpoint chosen by `{fit.criterion}` ({_criterion_reads(metrics, fit.criterion)}) "
+        f"at step {fit.selected_step} "
         f"(evaluation {fit.selected_epoch})",
         "",
         "| target metric | value |",

@@ -91,3 +91,23 @@ def test_source_splits_stack_the_source_test_split_but_never_the_targets():
                      flags={"target": "synth-hippocampus"})
     with pytest.raises(ConfigError, match="source_splits"):
         build_config(profile="smoke", overrides=["data.source_splits=[train,train]"])
+
+
+def test_an_in_domain_run_takes_the_in_domain_criterion_unless_a_criterion_is_named(tmp_path):
+    chosen = ["selection.in_domain_criterion=source_val_iou"]
+    same = {"source": "lucchi", "target": "lucchi"}
+    assert build_config(overrides=chosen, flags=same).selection.criterion == "source_val_iou"
+    crossing = build_config(overrides=chosen, flags={"source": "lucchi", "target": "vnc"})
+    assert crossing.selection.criterion == RunConfig().selection.criterion
+    named = build_config(overrides=[*chosen, "selection.criterion=target_bnm"], flags=same)
+    assert named.selection.criterion == "target_bnm"
+    empty = build_config(overrides=["selection.in_domain_criterion="], flags=same)
+    assert empty.selection.criterion == RunConfig().selection.criterion
+    save_config(build_config(overrides=chosen, flags=same), tmp_path / "c.yaml")
+    recorded = yaml.safe_load((tmp_path / "c.yaml").read_text())["selection"]
+    assert recorded["criterion"] == "source_val_iou"  # the run's config says what chose it
+
+
+def test_an_unknown_in_domain_criterion_is_named():
+    with pytest.raises(ConfigError, match="selection.in_domain_criterion.*valid: .*morph_ours"):
+        build_config(overrides=["selection.in_domain_criterion=solidity"])

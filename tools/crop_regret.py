@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
+from checkpoint_replay import checkpoints, eval_context, stored_run
 
-from domadapt.config import config_from_plain, load_yaml
-from domadapt.data.prepare import prepare_data
 from domadapt.selection import load_history, regret_table, score_checkpoints
-from domadapt.strategies.base import Domains, fit_priors
-from domadapt.training.monitors import EvalContext
+from domadapt.strategies.base import fit_priors
 from domadapt.training.target_monitor import TargetCriteriaMonitor
 
 #: The target criteria the monitor computes, with their directions.
@@ -33,24 +30,13 @@ CRITERIA = {"morph_paper": "min", "morph_ours": "min", "target_consistency": "ma
 
 def criteria_per_checkpoint(run_dir: Path, crop: int) -> list[dict]:
     """The target criteria of every evaluated checkpoint, recomputed with crops of ``crop`` px."""
-    from domadapt.predict import model_from_checkpoint
-
-    cfg = config_from_plain(load_yaml(run_dir / "config.yaml"), stored=True)
-    data = prepare_data(cfg)
-    domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
+    cfg, domains = stored_run(run_dir)
     volume = getattr(domains, cfg.selection.target_split)
     monitor = TargetCriteriaMonitor(volume, fit_priors(cfg, domains.source_train),
                                     cfg.selection.target_slices, cfg.seed, cfg.inference.threshold,
                                     crop)
-    history = load_history(run_dir)
-    records = []
-    for record in history.records:
-        net = model_from_checkpoint(history.stage_dir / f"step-{record['step']:07d}.pt")[0]
-        ctx = EvalContext({"net": net}, net, torch.device("cpu"), False, record["step"],
-                          want_images=False, tile=cfg.inference.tile, overlap=cfg.inference.overlap,
-                          cpu_bf16=cfg.inference.cpu_bf16)
-        records.append({"step": record["step"], **monitor.evaluate(ctx).metrics})
-    return records
+    return [{"step": step, **monitor.evaluate(eval_context(cfg, net, step, cfg.inference.cpu_bf16)).metrics}
+            for step, net in checkpoints(run_dir)]
 
 
 def main() -> None:

@@ -21,35 +21,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from checkpoint_replay import checkpoints, eval_context, stored_run
 
-from domadapt.config import config_from_plain, load_yaml
 from domadapt.criteria import directions
-from domadapt.data.prepare import prepare_data
 from domadapt.models.inference_copy import native_cpu_bf16
 from domadapt.selection import load_history, regret_table, score_checkpoints
-from domadapt.strategies.base import Domains, build_monitors
-from domadapt.training.monitors import EvalContext
+from domadapt.strategies.base import build_monitors
 
 DEFAULT = "morph_ours"
 
 
-def evaluate(run_dir: Path, history) -> dict[bool, tuple[list[dict], float]]:
+def evaluate(run_dir: Path) -> dict[bool, tuple[list[dict], float]]:
     """Every checkpoint's monitor metrics in float32 and bfloat16 (interleaved per checkpoint,
     so both see the same machine load), and the seconds each precision took."""
-    from domadapt.predict import model_from_checkpoint
-
-    cfg = config_from_plain(load_yaml(run_dir / "config.yaml"), stored=True)
-    data = prepare_data(cfg)
-    domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
+    cfg, domains = stored_run(run_dir)
     monitors = build_monitors(cfg, domains)
     out: dict[bool, tuple[list[dict], float]] = {False: ([], 0.0), True: ([], 0.0)}
-    for record in history.records:
-        net = model_from_checkpoint(history.stage_dir / f"step-{record['step']:07d}.pt")[0]
+    for step, net in checkpoints(run_dir):
         for bf16 in (False, True):
-            ctx = EvalContext({"net": net}, net, torch.device("cpu"), False, record["step"],
-                              want_images=False, tile=cfg.inference.tile,
-                              overlap=cfg.inference.overlap, cpu_bf16=bf16)
-            row, start = {"step": record["step"]}, time.perf_counter()
+            ctx = eval_context(cfg, net, step, bf16)
+            row, start = {"step": step}, time.perf_counter()
             with torch.no_grad():
                 for monitor in monitors:
                     row.update(monitor.evaluate(ctx).metrics)
@@ -61,7 +52,7 @@ def evaluate(run_dir: Path, history) -> dict[bool, tuple[list[dict], float]]:
 
 def compare(run_dir: Path, max_slices: int) -> dict:
     history = load_history(run_dir)
-    both = evaluate(run_dir, history)
+    both = evaluate(run_dir)
     (fp32, t32), (bf16, t16) = both[False], both[True]
     recorded = {r["step"]: r for r in history.records}
     scores = score_checkpoints(history, max_slices, progress=False)

@@ -97,9 +97,9 @@ class SelectionConfig:
     criterion: str = "morph_ours"
     # An in-domain run (source = target) holds labeled validation slices of the domain it is
     # scored on; this criterion chooses its checkpoint unless a profile, method, file or --set
-    # names selection.criterion. Empty: selection.criterion everywhere
-    # (docs/results/selection/in-domain-rule.md).
-    in_domain_criterion: str = ""
+    # names selection.criterion. Empty: selection.criterion everywhere. The default is set by
+    # the rule in docs/results/selection/in-domain-rule.md.
+    in_domain_criterion: str = "source_val_iou"
     monitors: list[str] = field(default_factory=lambda: ["source_val", "target"])
     target_slices: int = 8  # fixed, seeded sample of unlabeled target slices to monitor
     # Side (pixels at data.pixel_size_nm) of the fixed crop scored in each of those slices,

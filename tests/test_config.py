@@ -101,6 +101,7 @@ def test_an_in_domain_run_takes_the_in_domain_criterion_unless_a_criterion_is_na
     assert crossing.selection.criterion == RunConfig().selection.criterion
     named = build_config(overrides=[*chosen, "selection.criterion=target_bnm"], flags=same)
     assert named.selection.criterion == "target_bnm"
+    assert build_config(flags=same).selection.criterion == "source_val_iou"  # the default
     empty = build_config(overrides=["selection.in_domain_criterion="], flags=same)
     assert empty.selection.criterion == RunConfig().selection.criterion
     save_config(build_config(overrides=chosen, flags=same), tmp_path / "c.yaml")

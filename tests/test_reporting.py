@@ -225,3 +225,13 @@ def test_charts_show_the_95_percent_interval_of_the_mean_over_seeds():
     assert _half_width(_stats([0.1, 0.2, 0.3])) == pytest.approx(4.3027 * 0.1 / 3 ** 0.5, rel=1e-3)
     assert _half_width(_stats([0.4])) == 0.0  # one seed: no interval to draw
     assert _half_width({"mean": 0.4, "std": 0.04}) == 0.04  # a published figure's quoted std
+
+
+def test_selection_line_keeps_in_domain_criteria_apart_from_label_free_ones(rows):
+    for row in rows:
+        if row["role"] == "oracle":
+            row["selection_criterion"] = "source_val_iou"
+    line = _line(reporting.summary_markdown(rows, None), "Checkpoints were chosen")
+    assert line.startswith("Checkpoints were chosen label-free by: `morph_paper`. In-domain runs")
+    assert "`source_val_iou`" in line.split("In-domain")[1]
+    assert "source_val_iou" not in line.split("In-domain")[0]

@@ -77,11 +77,22 @@ def _paired_section(rows: list[dict], metric: str) -> str:
 
 
 def _selection_line(rows: list[dict]) -> list[str]:
-    criteria = sorted({str(r["selection_criterion"]) for r in rows
-                       if r.get("status") == "finished" and r.get("selection_criterion")})
-    if not criteria:
-        return []
-    return [f"Checkpoints were chosen label-free by: {', '.join(f'`{c}`' for c in criteria)}.", ""]
+    """Which criteria chose the checkpoints, apart for in-domain runs, whose criterion may read
+    held-out labeled slices of the very dataset they are scored on (not label-free)."""
+    chosen = [r for r in rows if r.get("status") == "finished" and r.get("selection_criterion")]
+    crossing = _names(r for r in chosen if r.get("source") != r.get("target"))
+    in_domain = _names(r for r in chosen if r.get("source") == r.get("target"))
+    lines = []
+    if crossing:
+        lines.append(f"Checkpoints were chosen label-free by: {crossing}.")
+    if in_domain:
+        lines.append(f"In-domain runs (source = target) were chosen by: {in_domain} "
+                     "(`source_val_*` reads held-out labeled slices of that dataset).")
+    return [" ".join(lines), ""] if lines else []
+
+
+def _names(rows) -> str:
+    return ", ".join(f"`{c}`" for c in sorted({str(r["selection_criterion"]) for r in rows}))
 
 
 def _published_notes(published: dict | None, sources: list[dict], metric: str) -> list[str]:

@@ -37,6 +37,8 @@ for _verb in (predict, export, measure):
 @click.option("--method", default="baseline", show_default=True,
               help="Adaptation method (configs/methods/), or auto: run the portfolio of "
                    "configs/auto.yaml and keep the model the selection criterion prefers.")
+@click.option("--portfolio", help="With --method auto: the methods it compares, comma-separated "
+              "(default: configs/auto.yaml), e.g. baseline,style_transfer,self_training-histogram.")
 @click.option("--profile", default="cpu-quick", show_default=True,
               help="Size preset (configs/profiles/): cpu-quick, paper, smoke.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
@@ -59,11 +61,16 @@ for _verb in (predict, export, measure):
 @click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run folder first.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def run(source, target, method, profile, config_file, overrides, seed, out, device, threads,
-        data_root, source_voxel_size, target_voxel_size, source_mask, target_mask, pretrain, resume,
-        overwrite, quiet) -> None:
+def run(source, target, method, portfolio, profile, config_file, overrides, seed, out, device,
+        threads, data_root, source_voxel_size, target_voxel_size, source_mask, target_mask, pretrain,
+        resume, overwrite, quiet) -> None:
     """Train on SOURCE, adapt to TARGET, choose a checkpoint label-free, score it."""
     from domadapt.config import build_config
+    from domadapt.errors import ConfigError
+
+    if portfolio is not None and method != "auto":
+        raise ConfigError("--portfolio chooses the methods of --method auto; add --method auto "
+                          "or leave --portfolio out.")
     from domadapt.pipeline import run as run_pipeline
     from domadapt.pipeline import run_dir_for
 
@@ -85,7 +92,9 @@ def run(source, target, method, profile, config_file, overrides, seed, out, devi
             return build_config(profile=profile, method=member, config_file=config_file,
                                 overrides=[*overrides, *extra], flags=flags)
 
-        metrics = run_auto(build, resume=resume, overwrite=overwrite, progress=not quiet)
+        methods = [m.strip() for m in portfolio.split(",") if m.strip()] if portfolio else None
+        metrics = run_auto(build, portfolio=methods, resume=resume, overwrite=overwrite,
+                           progress=not quiet)
         auto = metrics["auto"]
         click.echo(f"auto: kept {auto['chosen_method']} (step {auto['chosen_step']}) of "
                    f"{len(auto['candidates'])} methods", err=True)

@@ -77,3 +77,8 @@ def test_auto_runs_the_portfolio_once_and_its_folder_loads_as_a_model(tmp_path):
     again = run_auto(build, portfolio=["style_transfer"], progress=False)  # finished members are reused
     assert (run_dir_for(build("baseline", [])) / "metrics.json").stat().st_mtime_ns == stamp
     assert again["wall_time_s"] == 0.0
+    cli_run = CliRunner().invoke(cli, ["run", "--profile", "smoke", "--quiet", "--set", "train.threads=1",
+                                       "--out", str(tmp_path), "--method", "auto",
+                                       "--portfolio", "style_transfer"])
+    assert cli_run.exit_code == 0, cli_run.output
+    assert "of 2 methods" in cli_run.output  # the default portfolio holds three

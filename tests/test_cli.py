@@ -50,6 +50,8 @@ def _one_error_line(code, err):
     (["--target-voxel-size", "3,-3,3"], "three positive numbers"),
     (["--set", "selection.criterion=morph_ours"], "cannot be fitted"),  # smoke source: too few objects
     (["--set", "selection.criterion=no_such_metric"], "selection.criterion"),
+    (["--portfolio", "baseline,style_transfer"], "--method auto"),
+    (["--method", "auto", "--portfolio", "baseline,magic"], "valid methods"),
 ])
 def test_bad_run_input(monkeypatch, capsys, tmp_path, args, expected):
     code, _, err = run_cli(monkeypatch, capsys, *SMOKE, "--out", str(tmp_path), *args)

@@ -21,7 +21,7 @@ from domadapt.config import RunConfig
 from domadapt.data.augment import augment_batch
 from domadapt.data.patches import PatchSampler
 from domadapt.data.volume import UnlabeledVolume, Volume
-from domadapt.errors import ConfigError, DataError
+from domadapt.errors import ConfigError, DataError, RunFolderError
 from domadapt.models.spec import is_unet
 from domadapt.models.unet import build_unet
 from domadapt.training.checkpoint import load_checkpoint
@@ -261,6 +261,17 @@ def load_modules(path: Path, modules: dict[str, nn.Module], keep: tuple[str, ...
         module.load_state_dict({
             name: current[name] if f"{key}.{name}".startswith(keep) else value
             for name, value in payload["modules"][key].items()})
+
+
+def saved_segmentation_checkpoints(run_dir: Path, key: str, stage: str = "segmentation") -> list[Path]:
+    """The step checkpoints of a finished run's ``stage``, oldest first (config ``key`` named
+    the run folder)."""
+    paths = sorted((run_dir / "checkpoints" / stage).glob("step-*.pt"))
+    if not paths:
+        raise RunFolderError(f"{key}: {run_dir} holds no saved segmentation checkpoints "
+                             f"(checkpoints/{stage}/step-*.pt); give a finished baseline "
+                             "run folder of this pair.")
+    return paths
 
 
 def check_reusable(payload: dict, cfg: RunConfig, run_dir: Path, key: str) -> None:

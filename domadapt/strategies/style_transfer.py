@@ -37,7 +37,7 @@ from domadapt.config import RunConfig
 from domadapt.data import harmonize
 from domadapt.data.patches import PatchSampler
 from domadapt.data.volume import UnlabeledVolume, Volume
-from domadapt.errors import ConfigError, RunFolderError
+from domadapt.errors import ConfigError
 from domadapt.inference import harmonize_image
 from domadapt.models.spec import harmonizer_spec, unet_from_spec
 from domadapt.selection import load_history
@@ -52,6 +52,7 @@ from domadapt.strategies.base import (
     load_modules,
     new_segmentation_net,
     require_metric,
+    saved_segmentation_checkpoints,
     segmentation_stage,
     select,
     source_sampler,
@@ -282,7 +283,7 @@ def reuse_segmenter(run_dir: Path, cfg: RunConfig, adapted: Domains, ctx: Strate
     evaluates them as it evaluates any stage and writes this run's best files
     (with this run's config and harmonizer).
     """
-    paths = _segmentation_checkpoints(run_dir)
+    paths = saved_segmentation_checkpoints(run_dir, "style.segmenter_from")
     first = load_checkpoint(paths[0])
     check_reusable(first, cfg, run_dir, "style.segmenter_from")
     net = unet_from_spec(first["model_spec"])
@@ -321,16 +322,6 @@ def _key(data: dict, path: tuple[str, ...]):
     for part in path:
         data = data.get(part) if isinstance(data, dict) else None
     return data
-
-
-def _segmentation_checkpoints(run_dir: Path) -> list[Path]:
-    stage_dir = run_dir / "checkpoints" / "segmentation"
-    paths = sorted(stage_dir.glob("step-*.pt"))
-    if not paths:
-        raise RunFolderError(f"style.segmenter_from: {run_dir} holds no saved segmentation "
-                             "checkpoints (checkpoints/segmentation/step-*.pt); give a finished "
-                             "baseline or style_transfer run folder.")
-    return paths
 
 
 # ---------------------------------------------------------------------- samples

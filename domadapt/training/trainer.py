@@ -122,14 +122,17 @@ class Trainer:
 
         return self._run(stage, train)
 
-    def rescore(self, stage: Stage, checkpoints: list[Path]) -> StageResult:
+    def rescore(self, stage: Stage, checkpoints: list[Path],
+                adapt: Callable[[dict[str, nn.Module]], None] | None = None) -> StageResult:
         """Evaluate saved checkpoints (e.g. of a finished run) as if ``stage`` had trained them.
 
         Same monitors, history, best-checkpoint files, TensorBoard scalars and resume
         as :meth:`fit`, with weights read from disk instead of optimised, so a method
         that reuses a segmenter chooses among its checkpoints the way every stage
         does. Best files name the checkpoint their weights came from (``reused_from``);
-        the checkpoints themselves are not copied.
+        the checkpoints themselves are not copied. ``adapt`` changes the loaded modules
+        in place before each evaluation (e.g. new batch-norm statistics); the weights then
+        are this run's own, so they are saved as its checkpoints like trained ones.
         """
         def evaluate(state, generator, scaler, writer) -> None:
             scored = {record["step"] for record in state.history}  # before an interruption
@@ -139,8 +142,11 @@ class Trainer:
                     continue
                 for key, module in stage.modules.items():
                     module.load_state_dict(payload["modules"][key])
+                if adapt is not None:
+                    adapt(stage.modules)
                 state.step = int(payload["step"])
-                self._evaluate(stage, state, generator, scaler, writer, origin=str(path))
+                self._evaluate(stage, state, generator, scaler, writer,
+                               origin=None if adapt is not None else str(path))
             state.finished = True
             if self.dist.is_main:
                 self._save(stage, state, generator, scaler, state.dir / "last.pt", [generator.get_state()])

@@ -83,7 +83,8 @@ class AdaBN(Strategy):
                                cfg.data.batch_size, seed=cfg.seed)
 
         def adapt(modules: dict[str, nn.Module]) -> None:
-            target_statistics(modules["net"], sampler, cfg.options.batches, cfg.seed, ctx.device)
+            with ctx.trainer.timer.phase("segmentation/adapt_batch_norm"):
+                target_statistics(modules["net"], sampler, cfg.options.batches, cfg.seed, ctx.device)
 
         monitors = build_monitors(cfg, domains)
         require_metric(cfg.selection.criterion, "selection.criterion", "segmentation", monitors)

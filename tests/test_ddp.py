@@ -49,7 +49,7 @@ def test_two_process_gloo_run(tmp_path, method, stage):
 def test_two_process_runs_reuse_a_finished_source_only_run(tmp_path):
     _torchrun(tmp_path / "base", "baseline")
     source_only = next((tmp_path / "base").rglob("metrics.json")).parent
-    for method, key in (("style_transfer", "style"), ("self_training", "self_training")):
+    for method, key in (("style_transfer", "style"), ("self_training", "self_training"), ("adabn", "adabn")):
         metrics = _torchrun(tmp_path / method, method, f"{key}.segmenter_from={source_only}")
         assert metrics["method"] == method
 

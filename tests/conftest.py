@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 import torch
 
 from domadapt.config import build_config
@@ -52,3 +54,32 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else 1
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def write_appearance_shift(folder: Path) -> Path:
+    """Two volumes of one synthetic domain as tif files in ``folder``: the target differs
+    from the source only in appearance (gamma 3, darker), with masks for both."""
+    from domadapt.data import synthetic
+
+    domain = synthetic.get_domain("synth-hippocampus")
+    for name, split in (("src", "train"), ("tgt", "test")):
+        volume = synthetic.make_volume(domain, split, shape=(10, 192, 192))
+        image = volume.image if name == "src" else np.round((volume.image / 255.0) ** 3 * 255)
+        tifffile.imwrite(folder / f"{name}.tif", image.astype(np.uint8))
+        tifffile.imwrite(folder / f"{name}_mask.tif", volume.mask)
+    return folder
+
+
+def shift_config(folder: Path, method: str = "baseline", *overrides: str, out: str = "runs",
+                 monitor: str = "source_val", criterion: str = "source_val_iou"):
+    """A short run from the appearance-shift source to its target (150 steps, 64 px patches)."""
+    return build_config(
+        profile="smoke", method=method,
+        overrides=["train.threads=1", "data.pixel_size_nm=5", "train.steps=150",
+                   "train.eval_every=50", "data.patch_size=64", f"selection.monitors=[{monitor}]",
+                   f"selection.criterion={criterion}", *overrides],
+        flags={"source": str(folder / "src.tif"), "target": str(folder / "tgt.tif"),
+               "out": str(folder / out),
+               "data": {"source_mask": str(folder / "src_mask.tif"),
+                        "target_mask": str(folder / "tgt_mask.tif"),
+                        "source_voxel_size": [5, 5, 5], "target_voxel_size": [5, 5, 5]}})

@@ -10,14 +10,13 @@ import tifffile
 import torch
 from torch import nn
 
-from domadapt.config import build_config
-from domadapt.data import synthetic
 from domadapt.data.patches import PatchSampler
 from domadapt.errors import ConfigError
 from domadapt.pipeline import run, run_dir_for
 from domadapt.predict import model_from_checkpoint, predict_file
 from domadapt.strategies.adabn import batch_norms, target_statistics
 from domadapt.training.checkpoint import load_checkpoint
+from tests.conftest import shift_config, write_appearance_shift
 
 
 def test_target_statistics_are_the_target_patches_and_the_weights_stay():
@@ -42,27 +41,12 @@ def test_a_network_without_batch_norm_is_refused():
 @pytest.fixture(scope="module")
 def darker_target(tmp_path_factory):
     """One synthetic domain as source; the target is another volume of it, darker (gamma 3)."""
-    folder = tmp_path_factory.mktemp("adabn")
-    domain = synthetic.get_domain("synth-hippocampus")
-    for name, split in (("src", "train"), ("tgt", "test")):
-        volume = synthetic.make_volume(domain, split, shape=(10, 192, 192))
-        image = volume.image if name == "src" else np.round((volume.image / 255.0) ** 3 * 255)
-        tifffile.imwrite(folder / f"{name}.tif", image.astype(np.uint8))
-        tifffile.imwrite(folder / f"{name}_mask.tif", volume.mask)
-    return folder
+    return write_appearance_shift(tmp_path_factory.mktemp("adabn"))
 
 
 def _config(folder, method="baseline", *overrides, out="runs"):
-    return build_config(
-        profile="smoke", method=method,
-        overrides=["train.threads=1", "data.pixel_size_nm=5", "train.steps=150",
-                   "train.eval_every=50", "data.patch_size=64", "selection.monitors=[target]",
-                   "selection.criterion=target_entropy", *overrides],
-        flags={"source": str(folder / "src.tif"), "target": str(folder / "tgt.tif"),
-               "out": str(folder / out),
-               "data": {"source_mask": str(folder / "src_mask.tif"),
-                        "target_mask": str(folder / "tgt_mask.tif"),
-                        "source_voxel_size": [5, 5, 5], "target_voxel_size": [5, 5, 5]}})
+    return shift_config(folder, method, *overrides, out=out, monitor="target",
+                        criterion="target_entropy")
 
 
 def test_adabn_adapts_every_checkpoint_and_predict_uses_the_adapted_statistics(darker_target):

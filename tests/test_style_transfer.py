@@ -10,13 +10,13 @@ import tifffile
 import torch
 from torch import nn
 
-from domadapt.config import build_config
-from domadapt.data import harmonize, synthetic
+from domadapt.data import harmonize
 from domadapt.errors import ConfigError, RunFolderError
 from domadapt.inference import blend_tiles
 from domadapt.pipeline import run, run_dir_for
 from domadapt.predict import model_from_checkpoint, predict_file
 from domadapt.training.translation_monitor import wasserstein_1d
+from tests.conftest import shift_config, write_appearance_shift
 
 
 def _smooth_volume(seed: int, shape=(3, 96, 96)) -> np.ndarray:
@@ -75,29 +75,11 @@ def test_fda_swaps_low_frequency_amplitudes_and_keeps_phase_and_detail():
 @pytest.fixture(scope="module")
 def appearance_shift(tmp_path_factory):
     """Two volumes of one synthetic domain; the target differs only in appearance (gamma 3)."""
-    folder = tmp_path_factory.mktemp("shift")
-    domain = synthetic.get_domain("synth-hippocampus")
-    for name, split in (("src", "train"), ("tgt", "test")):
-        volume = synthetic.make_volume(domain, split, shape=(10, 192, 192))
-        image = volume.image
-        if name == "tgt":
-            image = np.round((image / 255.0) ** 3 * 255).astype(np.uint8)
-        tifffile.imwrite(folder / f"{name}.tif", image)
-        tifffile.imwrite(folder / f"{name}_mask.tif", volume.mask)
-    return folder
+    return write_appearance_shift(tmp_path_factory.mktemp("shift"))
 
 
 def _shift_config(folder, method="baseline", *overrides, out="runs"):
-    return build_config(
-        profile="smoke", method=method,
-        overrides=["train.threads=1", "data.pixel_size_nm=5", "train.steps=150",
-                   "train.eval_every=50", "data.patch_size=64", "selection.monitors=[source_val]",
-                   "selection.criterion=source_val_iou", *overrides],
-        flags={"source": str(folder / "src.tif"), "target": str(folder / "tgt.tif"),
-               "out": str(folder / out),
-               "data": {"source_mask": str(folder / "src_mask.tif"),
-                        "target_mask": str(folder / "tgt_mask.tif"),
-                        "source_voxel_size": [5, 5, 5], "target_voxel_size": [5, 5, 5]}})
+    return shift_config(folder, method, *overrides, out=out)
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,14 @@ from domadapt.strategies.base import (
     build_monitors,
     check_reusable,
     new_segmentation_net,
-    require_metric,
+    rescoring_stage,
     saved_segmentation_checkpoints,
     segmentation_stage,
     select,
     source_sampler,
 )
 from domadapt.training.checkpoint import load_checkpoint
-from domadapt.training.trainer import Stage, StageResult
+from domadapt.training.trainer import StageResult
 
 
 @dataclass
@@ -86,12 +86,7 @@ class AdaBN(Strategy):
             with ctx.trainer.timer.phase("segmentation/adapt_batch_norm"):
                 target_statistics(modules["net"], sampler, cfg.options.batches, cfg.seed, ctx.device)
 
-        monitors = build_monitors(cfg, domains)
-        require_metric(cfg.selection.criterion, "selection.criterion", "segmentation", monitors)
-        stage = Stage(name="segmentation", modules={"net": net}, optimizers={}, objectives=[],
-                      batches=lambda g: {}, steps=0,  # nothing is trained: adapted, then scored
-                      eval_every=cfg.train.eval_every, monitors=monitors, predictor="net",
-                      image_every=cfg.train.image_every)
+        stage = rescoring_stage(net, cfg, build_monitors(cfg, domains))
         fit = select(ctx.trainer.rescore(stage, paths, adapt=adapt), net, cfg.selection.criterion)
         fit.stages = trained + fit.stages
         return fit

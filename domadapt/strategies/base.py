@@ -263,6 +263,15 @@ def load_modules(path: Path, modules: dict[str, nn.Module], keep: tuple[str, ...
             for name, value in payload["modules"][key].items()})
 
 
+def rescoring_stage(net: nn.Module, cfg: RunConfig, monitors: list[Monitor]) -> Stage:
+    """The ``segmentation`` stage of a method that trains nothing and scores saved
+    checkpoints (:meth:`Trainer.rescore`): the run's monitors on ``net``, no optimiser."""
+    require_metric(cfg.selection.criterion, "selection.criterion", "segmentation", monitors)
+    return Stage(name="segmentation", modules={"net": net}, optimizers={}, objectives=[],
+                 batches=lambda g: {}, steps=0, eval_every=cfg.train.eval_every,
+                 monitors=monitors, predictor="net", image_every=cfg.train.image_every)
+
+
 def saved_segmentation_checkpoints(run_dir: Path, key: str, stage: str = "segmentation") -> list[Path]:
     """The step checkpoints of a finished run's ``stage``, oldest first (config ``key`` named
     the run folder)."""

@@ -51,7 +51,7 @@ from domadapt.strategies.base import (
     check_reusable,
     load_modules,
     new_segmentation_net,
-    require_metric,
+    rescoring_stage,
     saved_segmentation_checkpoints,
     segmentation_stage,
     select,
@@ -289,12 +289,8 @@ def reuse_segmenter(run_dir: Path, cfg: RunConfig, adapted: Domains, ctx: Strate
     net = unet_from_spec(first["model_spec"])
     monitors = [_recorded_source_val(m, run_dir, first.get("config", {}), cfg)
                 for m in build_monitors(cfg, adapted)]
-    require_metric(cfg.selection.criterion, "selection.criterion", "segmentation", monitors)
-    stage = Stage(name="segmentation", modules={"net": net}, optimizers={}, objectives=[],
-                  batches=lambda g: {}, steps=0,  # nothing is trained: rescored
-                  eval_every=cfg.train.eval_every, monitors=monitors, predictor="net",
-                  image_every=cfg.train.image_every)
-    return select(ctx.trainer.rescore(stage, paths), net, cfg.selection.criterion)
+    return select(ctx.trainer.rescore(rescoring_stage(net, cfg, monitors), paths), net,
+                  cfg.selection.criterion)
 
 
 #: What a source-validation score depends on besides the weights: the same values in the

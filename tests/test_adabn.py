@@ -73,3 +73,13 @@ def test_adabn_adapts_every_checkpoint_and_predict_uses_the_adapted_statistics(d
     assert not hasattr(model_from_checkpoint(metrics["selected_checkpoint"])[0], "harmonizer")
     again = run(_config(darker_target, "adabn", reuse, out="adabn-again"), progress=False)
     assert again["target_iou"] == metrics["target_iou"]  # seeded patches: the same run twice
+
+
+def test_without_a_reused_run_adabn_trains_its_source_segmenter_first(tiny_config):
+    cfg = tiny_config("selection.criterion=source_val_iou", method="adabn")
+    metrics = run(cfg, progress=False)
+    stages = run_dir_for(cfg) / "checkpoints"
+    trained = json.loads((stages / "source" / "history.json").read_text())
+    adapted = json.loads((stages / "segmentation" / "history.json").read_text())
+    assert [r["step"] for r in adapted] == [r["step"] for r in trained]
+    assert metrics["method"] == "adabn" and metrics["selected_step"] in [r["step"] for r in trained]

@@ -131,6 +131,8 @@ def main() -> None:
                         help="pointwise: a 1x1 conv, to measure the pipeline without the network")
     parser.add_argument("--width", type=int, default=16, help="U-Net width (channels)")
     parser.add_argument("--depth", type=int, default=4, help="U-Net depth (poolings)")
+    parser.add_argument("--norm", choices=["batch", "group", "instance", "none"], default="batch",
+                        help="U-Net normalisation (only batch norm folds into the convolutions)")
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -143,13 +145,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = (build_unet(width=args.width, depth=args.depth) if args.model == "unet"
+    model = (build_unet(width=args.width, depth=args.depth, norm=args.norm) if args.model == "unet"
              else torch.nn.Conv2d(1, 1, 1))
     result = bench_tiled_inference(model, tuple(args.shape), args.tmpdir, tile=args.tile,
                                    overlap=args.overlap, batch_size=args.batch_size,
                                    device=args.device, amp=args.amp, cpu_bf16=args.cpu_bf16)
-    result.update(model=args.model, width=args.width, depth=args.depth, tile=args.tile, overlap=args.overlap,
-                  device=args.device, torch_threads=torch.get_num_threads(), cpu_bf16=args.cpu_bf16)
+    result.update(model=args.model, width=args.width, depth=args.depth, norm=args.norm,
+                  tile=args.tile, overlap=args.overlap, device=args.device,
+                  torch_threads=torch.get_num_threads(), cpu_bf16=args.cpu_bf16)
     print(json.dumps(result, indent=2))
 
 

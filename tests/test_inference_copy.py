@@ -29,6 +29,24 @@ def test_copy_predicts_what_the_original_predicts_and_leaves_it_alone(arch):
     assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
 
 
+def test_instance_norm_becomes_the_equal_group_norm():
+    torch.manual_seed(0)
+    net = build_unet("unet", 8, 2, "instance")
+    with torch.no_grad():  # affine parameters away from 1 and 0, so a lost copy would show
+        for m in net.modules():
+            if isinstance(m, nn.InstanceNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    fast = inference_copy(net, "cpu")
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in fast.modules())
+    assert sum(isinstance(m, nn.GroupNorm) for m in fast.modules()) == sum(
+        isinstance(m, nn.InstanceNorm2d) for m in net.modules())
+    x = torch.randn(2, 1, 64, 64) * 3 + 1
+    with torch.no_grad():
+        torch.testing.assert_close(fast(prepare_input(fast, x)), net.eval()(x), atol=1e-4, rtol=1e-4)
+    assert any(isinstance(m, nn.InstanceNorm2d) for m in net.modules())
+
+
 def test_other_norms_are_kept():
     net = build_unet("unet", 8, 2, "group")
     fast = inference_copy(net, "cpu")

@@ -3,7 +3,10 @@
 Prediction is most of the cost of an evaluation and of ``domadapt predict``.
 Folding each eval-mode BatchNorm into the convolution before it removes a
 pass over every feature map, and oneDNN's CPU convolutions run about 1.7x
-faster on channels-last tensors; together about 2x on two cores. On CPUs
+faster on channels-last tensors; together about 2x on two cores. Instance
+norm cannot be folded (its statistics are each image's own), but group norm
+with one group per channel computes the same thing and its CPU kernel
+predicts about 1.8x faster in float32 (1.4x in bfloat16), so the copy uses it. On CPUs
 with native bfloat16 (AMX or AVX512-BF16) the copy can also run under
 bfloat16 autocast, about 3x faster again, with probabilities within 1/255 of
 float32 (docs/results/performance.md). The original network is never
@@ -27,6 +30,7 @@ def inference_copy(model: nn.Module, device: torch.device | str, cpu_bf16: bool 
     for module in list(fast.modules()):
         if isinstance(module, nn.Sequential):
             _fold_batchnorm(module)
+        _instance_as_group_norm(module)
     if torch.device(device).type == "cpu":
         fast = fast.to(memory_format=torch.channels_last)
         fast.channels_last = True
@@ -68,3 +72,17 @@ def _fold_batchnorm(sequence: nn.Sequential) -> None:
                 and norm.running_mean is not None):
             sequence._modules[first] = fuse_conv_bn_eval(conv, norm)
             sequence._modules[second] = nn.Identity()
+
+
+def _instance_as_group_norm(module: nn.Module) -> None:
+    """Replace each affine InstanceNorm2d child of ``module`` by the equal GroupNorm
+    (one group per channel, the same eps and affine parameters)."""
+    for name, child in list(module.named_children()):
+        if (isinstance(child, nn.InstanceNorm2d) and child.affine
+                and not child.track_running_stats):
+            group = nn.GroupNorm(child.num_features, child.num_features, eps=child.eps)
+            group.to(device=child.weight.device, dtype=child.weight.dtype)
+            with torch.no_grad():
+                group.weight.copy_(child.weight)
+                group.bias.copy_(child.bias)
+            setattr(module, name, group)

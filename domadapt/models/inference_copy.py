@@ -4,10 +4,10 @@ Prediction is most of the cost of an evaluation and of ``domadapt predict``.
 Folding each eval-mode BatchNorm into the convolution before it removes a
 pass over every feature map, and oneDNN's CPU convolutions run about 1.7x
 faster on channels-last tensors; together about 2x on two cores. Instance
-norm cannot be folded (its statistics are each image's own), but group norm
-with one group per channel computes the same thing and its CPU kernel
-predicts about 1.8x faster in float32 (1.4x in bfloat16), so the copy uses it. On CPUs
-with native bfloat16 (AMX or AVX512-BF16) the copy can also run under
+norm cannot be folded (its statistics are each tile's own), but group norm
+with one group per channel computes the same thing, and its CPU kernel
+predicts about 1.8x faster in float32 (1.4x in bfloat16); the copy uses it.
+On CPUs with native bfloat16 (AMX or AVX512-BF16) the copy can also run under
 bfloat16 autocast, about 3x faster again, with probabilities within 1/255 of
 float32 (docs/results/performance.md). The original network is never
 touched, so training can go on.
@@ -24,8 +24,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def inference_copy(model: nn.Module, device: torch.device | str, cpu_bf16: bool = False) -> nn.Module:
-    """An eval-mode copy of ``model`` on ``device`` with BN folded and, on the CPU, channels-last
-    (and bfloat16 autocast when ``cpu_bf16`` and the CPU computes bfloat16 natively)."""
+    """An eval-mode copy of ``model`` on ``device``: BN folded, instance norm as group norm, and on
+    the CPU channels-last (with bfloat16 autocast when ``cpu_bf16`` and the CPU computes it natively)."""
     fast = copy.deepcopy(model).eval().to(device)
     for module in list(fast.modules()):
         if isinstance(module, nn.Sequential):

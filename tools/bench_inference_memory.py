@@ -27,11 +27,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import numpy as np
 import tifffile
 import torch
 
+from domadapt.config import ModelConfig
 from domadapt.inference import predict_to_tif
 from domadapt.models.unet import build_unet
 
@@ -131,7 +133,7 @@ def main() -> None:
                         help="pointwise: a 1x1 conv, to measure the pipeline without the network")
     parser.add_argument("--width", type=int, default=16, help="U-Net width (channels)")
     parser.add_argument("--depth", type=int, default=4, help="U-Net depth (poolings)")
-    parser.add_argument("--norm", choices=["batch", "group", "instance", "none"], default="batch",
+    parser.add_argument("--norm", choices=get_args(get_type_hints(ModelConfig)["norm"]), default="batch",
                         help="U-Net normalisation (only batch norm folds into the convolutions)")
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=32)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from domadapt.config import RunConfig, configs_dir, load_yaml, save_config
-from domadapt.criteria import directions
+from domadapt.criteria import REGISTRY, directions, rank_sums
 from domadapt.errors import ConfigError
 from domadapt.markdown import table
 from domadapt.pipeline import METRICS_FILE, run, run_dir_for
@@ -81,6 +81,7 @@ def candidate(method: str, folder: Path, metrics: dict) -> dict:
     value = record.get(criterion)
     return {"method": method, "run_dir": str(folder), "step": step, "criterion": criterion,
             "value": None if value is None or not np.isfinite(value) else float(value),
+            "parts": {p: record.get(p) for p in REGISTRY[criterion].parts},
             "selected_checkpoint": str(_absolute(folder, metrics["selected_checkpoint"])),
             "target_iou_slice_mean": metrics.get("target_iou_slice_mean"),
             "trust_warnings": metrics.get("trust_warnings"),
@@ -92,13 +93,29 @@ def _absolute(folder: Path, path: str) -> Path:
 
 
 def rank(candidates: list[dict]) -> list[dict]:
-    """Best first by the shared criterion's direction; unscored candidates last."""
+    """Best first by the shared criterion's direction; unscored candidates last.
+
+    A combined criterion's value ranks checkpoints within one run, so across methods the
+    candidates are ranked again among themselves by its parts (all scored on the same crops)."""
     criteria = {c["criterion"] for c in candidates}
     if len(criteria) != 1:
         raise ConfigError(f"Portfolio runs chose by different criteria {sorted(criteria)}; "
                           "auto compares one criterion across methods.")
-    sign = 1.0 if directions()[criteria.pop()] == "min" else -1.0
-    return sorted(candidates, key=lambda c: (c["value"] is None, sign * (c["value"] or 0.0)))
+    name = criteria.pop()
+    if REGISTRY[name].parts:
+        sums = across_runs([c["parts"] for c in candidates], name)
+        candidates = [{**c, "value": v} for c, v in zip(candidates, sums)]
+    sign = 1.0 if directions()[name] == "min" else -1.0
+    order = sorted(range(len(candidates)),
+                   key=lambda i: (candidates[i]["value"] is None, sign * (candidates[i]["value"] or 0.0), i))
+    return [candidates[i] for i in order]
+
+
+def across_runs(records: list[dict], criterion: str) -> list:
+    """Values of ``criterion`` that compare checkpoints of different runs: its own, or for a
+    combined criterion the rank sums among these records (its per-run values rank within a run)."""
+    parts = REGISTRY[criterion].parts
+    return rank_sums(records, parts) if parts else [r.get(criterion) for r in records]
 
 
 def write_auto(cfg: RunConfig, members: dict[str, tuple[Path, dict, bool]]) -> dict:
@@ -194,7 +211,8 @@ def auto_selection_report(auto_dir: str | Path, with_labels: bool = True, max_sl
     for crit in shared:
         sign = 1.0 if directions()[crit] == "min" else -1.0
         picks = {m: choose(r["records"], crit) for m, r in members.items()}
-        method = min(picks, key=lambda m: sign * picks[m][crit])
+        values = dict(zip(picks, across_runs(list(picks.values()), crit)))
+        method = min(picks, key=lambda m: sign * values[m])
         rows[crit] = {"method": method, "step": picks[method]["step"]}
         if with_labels:
             kept = members[method]["target_scores"][picks[method]["step"]]["target_iou"]

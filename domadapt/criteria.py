@@ -5,11 +5,13 @@ select`` and the benchmark's regret table read their directions here, and a test
 the README's criterion table in step. A new criterion is one class with
 :func:`register`: a ``score`` of the target predictions (:class:`TargetViews`) for
 target criteria, or an entry whose values another monitor logs (source validation,
-the morphological priors fitted on the source masks).
+the morphological priors fitted on the source masks), or a *combined* criterion that
+ranks a run's checkpoints by other criteria (``parts``) and sums the ranks.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -41,6 +43,9 @@ class Criterion:
     needs: str = "target images"
     description: str = ""
     augmented: bool = False  # needs TargetViews.augmented (one more prediction per evaluation)
+    # A combined criterion: the sum of a checkpoint's ranks under these criteria among the
+    # checkpoints compared (1 = best); its value depends on every checkpoint, not one.
+    parts: tuple[str, ...] = ()
 
     def score(self, views: TargetViews) -> float:  # pragma: no cover - logged by another monitor
         raise NotImplementedError(f"{self.name} is computed by another monitor.")
@@ -65,6 +70,48 @@ def directions() -> dict[str, str]:
 def target_criteria() -> list[Criterion]:
     """The criteria the target monitor computes from predictions."""
     return [c for c in REGISTRY.values() if type(c).score is not Criterion.score]
+
+
+def combined_criteria() -> list[Criterion]:
+    """The registered criteria computed from other criteria's values over many checkpoints."""
+    return [c for c in REGISTRY.values() if c.parts]
+
+
+def available(logged: set[str] | dict) -> set[str]:
+    """The logged criteria plus every combined criterion whose parts are all logged."""
+    return set(logged) | {c.name for c in combined_criteria() if set(c.parts) <= set(logged)}
+
+
+def ranks(values: list, direction: str) -> np.ndarray:
+    """Rank 1 = best under ``direction``; equal values share their average rank, and a missing
+    or non-finite value ranks after every finite one."""
+    from scipy.stats import rankdata
+
+    sign = 1.0 if direction == "min" else -1.0
+    keyed = [sign * v if isinstance(v, (int, float)) and math.isfinite(v) else math.inf
+             for v in values]
+    return rankdata(keyed, method="average")
+
+
+def rank_sums(records: list[dict], parts: tuple[str, ...]) -> list[float]:
+    """Per record, the sum of its ranks under each of ``parts`` among ``records``."""
+    if not records:
+        return []
+    dirs = directions()
+    total = sum(ranks([r.get(p) for r in records], dirs[p]) for p in parts)
+    return [float(v) for v in total]
+
+
+def with_combined(records: list[dict]) -> list[dict]:
+    """Copies of ``records`` holding every combined criterion whose parts were all logged
+    (in at least one record), ranked among these records."""
+    logged = {k for r in records for k in r}
+    out = [dict(r) for r in records]
+    for crit in combined_criteria():
+        if set(crit.parts) <= logged:
+            for record, value in zip(out, rank_sums(records, crit.parts)):
+                record[crit.name] = value
+    return out
 
 
 # ---------------------------------------------------------------------- building blocks
@@ -118,6 +165,15 @@ class MorphPaper(Criterion):
     name, direction, needs = "morph_paper", "min", "source masks + target images"
     description = ("the reference paper's criterion: \\|mean solidity of predicted objects - mean "
                    "solidity of source objects\\|")
+
+
+@register
+class RankMorphConsistency(Criterion):
+    name, direction, needs = "rank_morph_consistency", "min", "source masks + target images"
+    parts = ("morph_ours", "target_consistency")
+    description = ("rank under `morph_ours` plus rank under `target_consistency` among the "
+                   "checkpoints compared (lowest sum kept, the earlier on ties): the morphology "
+                   "prior misjudges translators, flip consistency source-only runs, rarely both")
 
 
 @register

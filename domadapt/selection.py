@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from domadapt.config import load_yaml
-from domadapt.criteria import directions
+from domadapt.criteria import directions, with_combined
 from domadapt.data.atomic import atomic_path
 from domadapt.errors import RunFolderError
 from domadapt.markdown import table
@@ -56,7 +56,7 @@ def load_history(run_dir: str | Path, stage: str | None = None) -> RunHistory:
     path = base / str(stage) / "history.json"
     if stage is None or not path.is_file():
         raise _no_evaluation_yet(run_dir)
-    return RunHistory(run_dir, stage, json.loads(path.read_text()))
+    return RunHistory(run_dir, stage, with_combined(json.loads(path.read_text())))
 
 
 def _no_evaluation_yet(run_dir: Path) -> RunFolderError:

@@ -52,6 +52,18 @@ def test_rank_follows_the_direction_and_puts_unscored_last():
         rank([{"criterion": "morph_ours", "value": 1.0}, {"criterion": "morph_paper", "value": 1.0}])
 
 
+def test_a_combined_criterion_ranks_the_candidates_among_themselves():
+    """Within-run rank sums do not compare across runs; the parts, scored on the same crops, do."""
+    parts = {"A": (1.0, 0.5), "B": (2.0, 0.9), "C": (1.2, 0.95)}
+    within = {"A": 2.0, "B": 2.0, "C": 6.0}  # each run's own rank sum: misleading across runs
+    cands = [{"criterion": "rank_morph_consistency", "value": within[m], "method": m,
+              "parts": {"morph_ours": p[0], "target_consistency": p[1]}} for m, p in parts.items()]
+    ranked = rank(cands)
+    # morph_ours ranks A 1, C 2, B 3; target_consistency C 1, B 2, A 3: sums C 3, A 4, B 5
+    assert [c["method"] for c in ranked] == ["C", "A", "B"]
+    assert [c["value"] for c in ranked] == [3.0, 4.0, 5.0]
+
+
 def test_auto_runs_the_portfolio_once_and_its_folder_loads_as_a_model(tmp_path):
     def build(method, extra):
         return build_config(profile="smoke", method=method,

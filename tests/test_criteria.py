@@ -33,6 +33,22 @@ def test_readme_table_lists_every_criterion_with_its_direction():
         assert rows.get(name) == criterion.direction, name
 
 
+def test_rank_sums_and_the_combined_criterion_on_a_history():
+    records = [{"step": 100, "morph_ours": 2.0, "target_consistency": 0.9},
+               {"step": 200, "morph_ours": 1.0, "target_consistency": 0.5},
+               {"step": 300, "morph_ours": 1.0, "target_consistency": float("nan")},
+               {"step": 400, "morph_ours": 3.0, "target_consistency": 0.95}]
+    # morph_ours (min): 2.5 for the two 1.0s, then 3, 4; consistency (max): NaN last
+    assert criteria.rank_sums(records, ("morph_ours", "target_consistency")) == [5.0, 4.5, 5.5, 5.0]
+    filled = criteria.with_combined(records)
+    assert "rank_morph_consistency" not in records[0]  # the input is not changed
+    assert choose(filled, "rank_morph_consistency")["step"] == 200
+    only_one = criteria.with_combined([{"step": 1, "morph_ours": 1.0}])
+    assert "rank_morph_consistency" not in only_one[0]  # a part never logged: no value
+    assert criteria.available({"morph_ours", "target_consistency"}) >= {"rank_morph_consistency"}
+    assert "rank_morph_consistency" not in criteria.available({"morph_ours"})
+
+
 def test_nuclear_norm_rewards_confident_diverse_predictions():
     assert nuclear_norm_score(np.zeros((4, 8, 8))) == pytest.approx(1.0)  # collapsed
     half = np.zeros((4, 8, 8))

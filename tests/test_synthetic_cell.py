@@ -18,6 +18,7 @@ from domadapt.data.synthetic import get_domain, make_volume, render
 from domadapt.data.synthetic_cell import CellGeometry
 from domadapt.morphology import PaperSolidityCriterion
 from domadapt.morphology_prior import MorphologyPrior
+from domadapt.selection import choose
 from domadapt.trust import trust_panel
 
 #: The default field in y/x (8 µm at 10 nm) with a few sections: a nucleus and cytoplasm.
@@ -100,20 +101,28 @@ def _truth_and_nucleus(cell) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_default_criterion_prefers_the_truth_to_a_mask_that_adds_the_nucleus(cell, source_masks):
-    """The default must read the target prediction: a nucleus is invisible to a source-side one."""
+    """The default must read the target prediction: a nucleus is invisible to a source-side one.
+
+    Each mask is scored as a prediction that does not change under flips or the intensity
+    change (the criteria comparing two predictions see two equal ones); a combined default
+    ranks the two masks by its parts, the nucleus listed first so a tie cannot pass."""
     truth, with_nucleus = _truth_and_nucleus(cell)
     name = SelectionConfig().criterion
     fitted = {"morph_ours": lambda: MorphologyPrior().fit(source_masks, PIXEL_NM),
               "morph_paper": lambda: PaperSolidityCriterion().fit(source_masks)}
-    assert name in fitted, f"the default {name} does not score target masks"
-    crit = fitted[name]()
+    parts = criteria.REGISTRY[name].parts or (name,)
+    assert set(parts) & set(fitted), f"the default {name} does not score target masks"
 
-    def score(mask):
-        value = crit.score(mask)
-        return value[0] if isinstance(value, tuple) else value
+    def score(part, mask):
+        if part in fitted:
+            value = fitted[part]().score(mask)
+            return value[0] if isinstance(value, tuple) else value
+        prob = mask.astype(np.float32)
+        return criteria.REGISTRY[part].score(criteria.TargetViews(prob, prob, prob))
 
-    better, worse = score(truth), score(with_nucleus)
-    assert (better < worse) if criteria.directions()[name] == "min" else (better > worse)
+    records = [{"step": step, **{p: score(p, mask) for p in parts}}
+               for step, mask in ((1, with_nucleus), (2, truth))]
+    assert choose(criteria.with_combined(records), name)["step"] == 2
 
 
 def test_morph_paper_is_fooled_by_the_nucleus(cell, source_masks):

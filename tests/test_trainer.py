@@ -147,3 +147,41 @@ def test_an_interrupted_rescoring_resumes_without_scoring_a_checkpoint_twice(tmp
         _trainer(tmp_path / "b").rescore(stage, saved)
     resumed = _trainer(tmp_path / "b", resume=True).rescore(_stage(), saved)
     assert [r["step"] for r in resumed.history] == [5, 10, 15, 20]
+
+
+def test_a_combined_criterion_may_go_back_to_an_earlier_checkpoint(tmp_path):
+    """Rank sums change as evaluations come in: the kept file follows the pick back in time."""
+    from domadapt.criteria import REGISTRY, Criterion, register
+
+    class TwoParts(Monitor):
+        name = "two_parts"
+        directions = {"part_a_test": "max", "part_b_test": "min"}
+
+        def __init__(self):
+            self.calls = 0
+
+        def evaluate(self, ctx):
+            a, b = (0.9, 0.5, 0.7, 0.8)[self.calls], (0.5, 0.1, 0.05, 0.6)[self.calls]
+            self.calls += 1
+            return MonitorResult({"part_a_test": a, "part_b_test": b})
+
+    made = []
+    for name, direction, parts in (("part_a_test", "max", ()), ("part_b_test", "min", ()),
+                                   ("combo_test", "min", ("part_a_test", "part_b_test"))):
+        made.append(register(type(name, (Criterion,), {"name": name, "direction": direction,
+                                                       "parts": parts})))
+    try:
+        stage = _stage()
+        stage.monitors = [TwoParts()]
+        result = _trainer(tmp_path).fit(stage)
+    finally:
+        for cls in made:
+            REGISTRY.pop(cls.name, None)
+    # ranks after the last evaluation: a [1, 4, 3, 2] + b [3, 2, 1, 4] = [4, 6, 4, 6]
+    assert [r["combo_test"] for r in result.history] == [4, 6, 4, 6]
+    assert result.best["combo_test"]["step"] == 5  # was 15 after the third evaluation
+    kept = load_checkpoint(result.best_path("combo_test"))
+    first = load_checkpoint(tmp_path / "checkpoints/toy/step-0000005.pt")
+    assert kept["step"] == 5
+    for key, value in first["modules"]["net"].items():
+        assert torch.equal(kept["modules"]["net"][key], value), key

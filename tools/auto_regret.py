@@ -2,7 +2,8 @@
 
 What ``domadapt run --method auto`` would have kept, had its portfolio been the methods
 given: for every pair and seed, each method's checkpoint picked by CRITERION, then the
-best of those picks by the same criterion; regret = the best target IoU over every
+best of those picks by the same criterion (a combined criterion ranks the picks among
+themselves, as auto does); regret = the best target IoU over every
 checkpoint of every method (labels, after the fact) minus the kept one's. Every run
 needs a selection.json from ``domadapt select`` with labels (the per-checkpoint target
 IoU on 40 test slices, as the selection regret tables).
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from domadapt.criteria import directions
+from domadapt.auto import across_runs
+from domadapt.criteria import directions, with_combined
 from domadapt.selection import choose
 
 #: The IoU the selection reports store per checkpoint (pooled over the scored test slices).
@@ -44,12 +46,14 @@ def replay(runs: Path, methods: list[str], criterion: str) -> list[dict]:
 
 def _row(pair: str, seed: str, reports: dict[str, dict], criterion: str) -> dict:
     sign = 1.0 if directions()[criterion] == "min" else -1.0
-    picks = {}
+    chosen = {}
     for method, report in reports.items():
-        record = choose(report["records"], criterion)
+        record = choose(with_combined(report["records"]), criterion)
         if record is not None:
-            iou = report["target_scores"][str(record["step"])][IOU]
-            picks[method] = (sign * record[criterion], iou, record["step"])
+            chosen[method] = record
+    values = dict(zip(chosen, across_runs(list(chosen.values()), criterion)))
+    picks = {m: (sign * values[m], reports[m]["target_scores"][str(r["step"])][IOU], r["step"])
+             for m, r in chosen.items()}
     kept = min(picks, key=lambda m: picks[m][0])
     best = max(s[IOU] for r in reports.values() for s in r["target_scores"].values())
     return {"pair": pair, "seed": seed, "kept": kept, "kept_iou": picks[kept][1], "best_iou": best,

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from domadapt.config import RunConfig
+from domadapt.criteria import REGISTRY, available
 from domadapt.data.augment import augment_batch
 from domadapt.data.patches import PatchSampler
 from domadapt.data.volume import UnlabeledVolume, Volume
@@ -126,6 +127,8 @@ def fit_priors(cfg: RunConfig, source: Volume) -> list:
     from domadapt.morphology import PaperSolidityCriterion
     from domadapt.morphology_prior import MorphologyPrior
 
+    chosen = cfg.selection.criterion
+    needed = {chosen, *(REGISTRY[chosen].parts if chosen in REGISTRY else ())}
     priors = []
     for name, make in (("morph_paper", lambda: PaperSolidityCriterion().fit(source.mask)),
                        ("morph_ours", lambda: MorphologyPrior().fit(source.mask,
@@ -133,9 +136,9 @@ def fit_priors(cfg: RunConfig, source: Volume) -> list:
         try:
             priors.append(make())
         except DataError as exc:
-            if cfg.selection.criterion == name:
+            if name in needed:
                 raise ConfigError(
-                    f"selection.criterion '{name}' needs a morphological prior, which cannot be "
+                    f"selection.criterion '{chosen}' needs the morphological prior {name}, which cannot be "
                     f"fitted here: {exc} Choose another criterion, e.g. "
                     "--set selection.criterion=source_val_iou."
                 ) from None
@@ -299,7 +302,7 @@ def check_reusable(payload: dict, cfg: RunConfig, run_dir: Path, key: str) -> No
 
 def require_metric(metric: str, key: str, stage: str, monitors: list[Monitor]) -> None:
     """Fail before training when ``metric`` (set by config ``key``) is declared by no monitor."""
-    declared = {m for mon in monitors for m in mon.directions}
+    declared = available({m for mon in monitors for m in mon.directions})
     if metric not in declared:
         raise ConfigError(f"Config key '{key}' names '{metric}', which no monitor of stage "
                           f"'{stage}' declares; available: {', '.join(sorted(declared)) or 'none'}.")

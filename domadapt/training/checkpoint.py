@@ -38,6 +38,19 @@ def save_atomic(payload: dict, path: str | Path) -> Path:
     return path
 
 
+def copy_atomic(source: str | Path, path: str | Path) -> Path:
+    """Copy a checkpoint file through the atomic writer (a best-of file pointing back in time)."""
+    import shutil
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            shutil.copyfile(source, tmp)
+    except OSError as exc:
+        raise write_failure(path, exc) from None
+    return path
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load and check one of our checkpoints; anything else is a CheckpointError."""
     path = Path(path)

@@ -24,9 +24,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from domadapt.criteria import combined_criteria, rank_sums
 from domadapt.data.atomic import atomic_path
 from domadapt.errors import TrainingError
 from domadapt.models.inference_copy import native_cpu_bf16
+from domadapt.selection import choose
 from domadapt.timing import PhaseTimer
 from domadapt.training import checkpoint as ckpt
 from domadapt.training.distributed import (
@@ -317,10 +319,13 @@ class Trainer:
         light = self._payload(stage, state, None, None, full=False)
         if origin is not None:
             light["reused_from"] = origin
-        elif self.keep_checkpoints:
+        # A combined criterion may pick an earlier evaluation later on, so it needs them all.
+        if (origin is None and self.keep_checkpoints) or state.combined:
             ckpt.save_atomic(light, state.dir / f"step-{state.step:07d}.pt")
         for metric in state.improved:
             ckpt.save_atomic(light, state.dir / f"best-{metric}.pt")
+        for metric, step in state.moved.items():
+            ckpt.copy_atomic(state.dir / f"step-{step:07d}.pt", state.dir / f"best-{metric}.pt")
 
     def _restore(self, stage, state, generator, scaler) -> None:
         payload = ckpt.load_checkpoint(state.dir / "last.pt")
@@ -372,7 +377,10 @@ class _LoopState:
         self.history: list[dict] = []
         self.best: dict[str, dict] = {}
         self.improved: list[str] = []
+        self.moved: dict[str, int] = {}  # combined criteria whose pick went back to an earlier step
         self.directions = {m: d for mon in stage.monitors for m, d in mon.directions.items()}
+        self.combined = {c.name: c for c in combined_criteria() if set(c.parts) <= set(self.directions)}
+        self.directions.update({name: c.direction for name, c in self.combined.items()})
         if stage.stop_metric and stage.stop_metric not in self.directions:
             raise TrainingError(
                 f"Stage '{stage.name}' cannot stop on '{stage.stop_metric}': no monitor declares "
@@ -381,8 +389,10 @@ class _LoopState:
 
     def add(self, record: dict, stage: Stage) -> None:
         self.history.append(record)
-        self.improved = []
+        self.improved, self.moved = [], {}
         for metric, direction in self.directions.items():
+            if metric in self.combined:
+                continue
             value = record.get(metric)
             if value is None or not math.isfinite(value):
                 continue
@@ -395,8 +405,23 @@ class _LoopState:
                                      "epoch": record["epoch"], "path": str(path),
                                      "direction": direction}
                 self.improved.append(metric)
+        for name, crit in self.combined.items():
+            self._rerank(name, crit, record)
         if stage.stop_metric:
             self.bad_evals = 0 if stage.stop_metric in self.improved else self.bad_evals + 1
+
+    def _rerank(self, name: str, crit, record: dict) -> None:
+        """Rank every evaluation so far again; the pick may be this one or an earlier one."""
+        for past, value in zip(self.history, rank_sums(self.history, crit.parts)):
+            past[name] = value
+        pick = choose(self.history, name, crit.direction)
+        before = self.best.get(name)
+        self.best[name] = {"value": pick[name], "step": pick["step"], "epoch": pick["epoch"],
+                           "path": str(self.dir / f"best-{name}.pt"), "direction": crit.direction}
+        if pick["step"] == record["step"]:
+            self.improved.append(name)
+        elif before is None or before["step"] != pick["step"]:
+            self.moved[name] = pick["step"]
 
     def should_stop(self, stage: Stage) -> bool:
         return bool(stage.stop_metric and stage.patience and self.bad_evals >= stage.patience)

@@ -149,34 +149,41 @@ def test_an_interrupted_rescoring_resumes_without_scoring_a_checkpoint_twice(tmp
     assert [r["step"] for r in resumed.history] == [5, 10, 15, 20]
 
 
-def test_a_combined_criterion_may_go_back_to_an_earlier_checkpoint(tmp_path):
-    """Rank sums change as evaluations come in: the kept file follows the pick back in time."""
+
+class TwoParts(Monitor):
+    """Two scripted criteria, one maximised and one minimised: parts of ``combo_test``."""
+
+    name = "two_parts"
+    directions = {"part_a_test": "max", "part_b_test": "min"}
+
+    def __init__(self, a, b):
+        self.a, self.b, self.calls = a, b, 0
+
+    def evaluate(self, ctx):
+        a, b = self.a[self.calls], self.b[self.calls]
+        self.calls += 1
+        return MonitorResult({"part_a_test": a, "part_b_test": b})
+
+
+def _fit_combined(path, a, b, **stage_options):
+    """Train the toy stage with ``combo_test`` = rank(part_a_test) + rank(part_b_test) registered."""
     from domadapt.criteria import REGISTRY, Criterion, register
 
-    class TwoParts(Monitor):
-        name = "two_parts"
-        directions = {"part_a_test": "max", "part_b_test": "min"}
-
-        def __init__(self):
-            self.calls = 0
-
-        def evaluate(self, ctx):
-            a, b = (0.9, 0.5, 0.7, 0.8)[self.calls], (0.5, 0.1, 0.05, 0.6)[self.calls]
-            self.calls += 1
-            return MonitorResult({"part_a_test": a, "part_b_test": b})
-
-    made = []
-    for name, direction, parts in (("part_a_test", "max", ()), ("part_b_test", "min", ()),
-                                   ("combo_test", "min", ("part_a_test", "part_b_test"))):
-        made.append(register(type(name, (Criterion,), {"name": name, "direction": direction,
-                                                       "parts": parts})))
+    made = [register(type(name, (Criterion,), {"name": name, "direction": direction, "parts": parts}))
+            for name, direction, parts in (("part_a_test", "max", ()), ("part_b_test", "min", ()),
+                                           ("combo_test", "min", ("part_a_test", "part_b_test")))]
     try:
-        stage = _stage()
-        stage.monitors = [TwoParts()]
-        result = _trainer(tmp_path).fit(stage)
+        stage = _stage(**stage_options)
+        stage.monitors = [TwoParts(a, b)]
+        return _trainer(path).fit(stage)
     finally:
         for cls in made:
             REGISTRY.pop(cls.name, None)
+
+
+def test_a_combined_criterion_may_go_back_to_an_earlier_checkpoint(tmp_path):
+    """Rank sums change as evaluations come in: the kept file follows the pick back in time."""
+    result = _fit_combined(tmp_path, (0.9, 0.5, 0.7, 0.8), (0.5, 0.1, 0.05, 0.6))
     # ranks after the last evaluation: a [1, 4, 3, 2] + b [3, 2, 1, 4] = [4, 6, 4, 6]
     assert [r["combo_test"] for r in result.history] == [4, 6, 4, 6]
     assert result.best["combo_test"]["step"] == 5  # was 15 after the third evaluation
@@ -185,3 +192,13 @@ def test_a_combined_criterion_may_go_back_to_an_earlier_checkpoint(tmp_path):
     assert kept["step"] == 5
     for key, value in first["modules"]["net"].items():
         assert torch.equal(kept["modules"]["net"][key], value), key
+
+
+def test_patience_on_a_combined_criterion_counts_evaluations_that_are_not_its_pick(tmp_path):
+    """Early stopping on the default kind of criterion: an evaluation that does not become the
+    pick is a bad one, even when the pick moves back to an earlier step."""
+    result = _fit_combined(tmp_path, (0.9, 0.5, 0.7, 0.8, 0.1), (0.5, 0.1, 0.05, 0.6, 0.9),
+                           steps=40, patience=2, stop_metric="combo_test")
+    # picks 5 | 5 (a tie: bad) | 15 (reset) | back to 5 (bad) | 5 (bad): the second bad in a row
+    assert result.stopped_early and result.last_step == 25
+    assert result.best["combo_test"]["step"] == 5

@@ -192,3 +192,20 @@ def test_slurm_jobs_with_two_tasks_train_each_run_data_parallel(tmp_path):
 def test_spec_labels_are_readable():
     assert RunSpec("a", "b", "ssl", 1).label == "a->b ssl seed1"
     assert RunSpec("b", "b", "baseline", 0, "oracle").label == "b->b oracle seed0"
+
+
+def test_regrets_are_computed_again_so_a_newer_combined_criterion_has_its_column():
+    from domadapt.benchmark.collect import regrets
+
+    records = [{"step": 100, "morph_ours": 1.0, "target_consistency": 0.5},
+               {"step": 200, "morph_ours": 2.0, "target_consistency": 0.9},
+               {"step": 300, "morph_ours": 1.5, "target_consistency": 0.95}]
+    report = {"records": records, "regret": {"morph_ours": {"regret": 0.3}},  # written before
+              "target_scores": {"100": {"target_iou": 0.4}, "200": {"target_iou": 0.6},
+                                "300": {"target_iou": 0.7}}}
+    table = regrets(report)
+    # ranks: morph_ours 1, 3, 2; target_consistency 3, 2, 1: sums 4, 5, 3 -> step 300, the best
+    assert table["rank_morph_consistency"]["chosen_step"] == 300
+    assert table["rank_morph_consistency"]["regret"] == pytest.approx(0.0)
+    assert table["morph_ours"]["regret"] == pytest.approx(0.3)
+    assert regrets({"regret": {"morph_ours": {"regret": 0.1}}}) == {"morph_ours": {"regret": 0.1}}

@@ -42,9 +42,22 @@ def _row(spec: RunSpec, folder: Path, outcome: dict) -> dict:
     row["method"], row["role"] = method, spec.role  # metrics.json says "baseline"
     selection = folder / "selection.json"
     if selection.is_file():
-        regret = json.loads(selection.read_text()).get("regret", {})
+        regret = regrets(json.loads(selection.read_text()))
         row.update({f"regret/{name}": info.get("regret") for name, info in regret.items()})
     return row
+
+
+def regrets(report: dict) -> dict[str, dict]:
+    """Every registered criterion's regret on a scored selection report, computed again from
+    its records, so a criterion registered after the report was written (e.g. a combined
+    one) has its row too; a report without target scores keeps what it stored."""
+    from domadapt.criteria import with_combined
+    from domadapt.selection import regret_table
+
+    if not report.get("target_scores"):
+        return report.get("regret", {})
+    target_iou = {int(step): s["target_iou"] for step, s in report["target_scores"].items()}
+    return regret_table(with_combined(report["records"]), target_iou)
 
 
 def published_path(bc: BenchmarkConfig) -> Path | None:

@@ -49,6 +49,7 @@ def _one_error_line(code, err):
     (["--target-voxel-size", "3,3"], "three positive numbers"),
     (["--target-voxel-size", "3,-3,3"], "three positive numbers"),
     (["--set", "selection.criterion=morph_ours"], "cannot be fitted"),  # smoke source: too few objects
+    (["--set", "selection.criterion=rank_morph_consistency"], "needs the morphological prior morph_ours"),
     (["--set", "selection.criterion=no_such_metric"], "selection.criterion"),
     (["--portfolio", "baseline,style_transfer"], "--method auto"),
     (["--method", "auto", "--portfolio", "baseline,magic"], "valid methods"),

@@ -106,9 +106,7 @@ def rank(candidates: list[dict]) -> list[dict]:
         sums = across_runs([c["parts"] for c in candidates], name)
         candidates = [{**c, "value": v} for c, v in zip(candidates, sums)]
     sign = 1.0 if directions()[name] == "min" else -1.0
-    order = sorted(range(len(candidates)),
-                   key=lambda i: (candidates[i]["value"] is None, sign * (candidates[i]["value"] or 0.0), i))
-    return [candidates[i] for i in order]
+    return sorted(candidates, key=lambda c: (c["value"] is None, sign * (c["value"] or 0.0)))
 
 
 def across_runs(records: list[dict], criterion: str) -> list:

@@ -18,19 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from domadapt.criteria import REGISTRY, rank_sums
+from domadapt.criteria import with_combined
 from domadapt.paired import t_interval
 from domadapt.selection import choose
 
 IOU = "target_iou"
-PARTS = REGISTRY["rank_morph_consistency"].parts
-
-
-def rank_pick(records: list[dict]) -> dict:
-    """The record with the lowest rank sum over PARTS; the earlier step on equal sums."""
-    total = rank_sums(records, PARTS)
-    order = sorted(range(len(records)), key=lambda i: (total[i], records[i]["step"]))
-    return records[order[0]]
 
 
 def run_regrets(run_dir: Path) -> dict:
@@ -42,7 +34,7 @@ def run_regrets(run_dir: Path) -> dict:
     stored = report["regret"]["morph_ours"]["regret"]
     if abs(regret_ours - stored) > 1e-9:
         sys.exit(f"{run_dir}: morph_ours regret {regret_ours} differs from the stored {stored}")
-    pick = rank_pick(report["records"])
+    pick = choose(with_combined(report["records"]), "rank_morph_consistency")  # records in step order
     return {"run": str(run_dir), "method": run_dir.parent.name, "morph_ours": regret_ours,
             "rank": best - iou[pick["step"]], "step_ours": ours["step"], "step_rank": pick["step"]}
 

@@ -77,6 +77,9 @@ class TrainConfig:
     log_every: int = 10
     patience: int = 0  # evaluations without improvement before stopping; 0 disables
     grad_clip: float = 1.0  # max gradient norm; 0 disables
+    # Evaluate and save an exponential moving average of the predictor's weights with this
+    # decay (0 disables; 0.99 averages over about 100 steps). See training/weight_average.py.
+    weight_average: float = 0.0
     amp: bool = True  # mixed precision (float16), used on CUDA only
     # On the CPU: bfloat16 autocast where the CPU computes it natively (AMX/AVX512-BF16), and
     # channels-last tensors, which oneDNN's convolutions prefer (docs/results/performance.md).
@@ -279,6 +282,9 @@ def validate(cfg: RunConfig) -> None:
         )
     if not 0 <= cfg.inference.overlap < cfg.inference.tile:
         raise ConfigError("Config key 'inference.overlap' must be in [0, inference.tile).")
+    if not 0.0 <= cfg.train.weight_average < 1.0:
+        raise ConfigError("Config key 'train.weight_average' must be in [0, 1) (0 disables), "
+                          f"got {cfg.train.weight_average}.")
     if not 0.0 <= cfg.data.source_val_fraction < 1.0:
         raise ConfigError("Config key 'data.source_val_fraction' must be in [0, 1).")
     if cfg.pretrain.steps is not None and cfg.pretrain.steps <= 0:

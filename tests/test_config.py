@@ -41,6 +41,13 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
         build_config(profile="smoke", overrides=["train.steps=2.5"])
 
 
+@pytest.mark.parametrize("value", ["1.0", "-0.5"])
+def test_a_weight_average_decay_outside_zero_to_one_names_its_key(value):
+    assert build_config(profile="smoke", overrides=["train.weight_average=0.99"]).train.weight_average == 0.99
+    with pytest.raises(ConfigError, match="train.weight_average"):
+        build_config(profile="smoke", overrides=[f"train.weight_average={value}"])
+
+
 def test_unknown_profile_and_method_list_valid_names():
     with pytest.raises(ConfigError, match="valid profiles: .*cpu-quick"):
         build_config(profile="nope")

@@ -31,7 +31,7 @@ class ScriptedMonitor(Monitor):
 
 
 def _stage(steps=20, eval_every=5, values=(0.1,) * 10, fail_at=None, nan_at=None,
-           patience=0, stop_metric=None):
+           patience=0, stop_metric=None, average=0.0):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 1))
     cfg = TrainConfig(steps=steps, lr=0.01, warmup_steps=2)
@@ -51,8 +51,8 @@ def _stage(steps=20, eval_every=5, values=(0.1,) * 10, fail_at=None, nan_at=None
         return value, {"bce": value.item()}
 
     return Stage("toy", {"net": net}, {"main": opt}, [Objective(loss)], batches, steps,
-                 eval_every, [ScriptedMonitor(values)], predictor=None,
-                 stop_metric=stop_metric, patience=patience,
+                 eval_every, [ScriptedMonitor(values)], predictor="net" if average else None,
+                 stop_metric=stop_metric, patience=patience, average=average,
                  schedulers={"main": make_scheduler(opt, cfg, steps)}, log_every=5)
 
 
@@ -202,3 +202,22 @@ def test_patience_on_a_combined_criterion_counts_evaluations_that_are_not_its_pi
     # picks 5 | 5 (a tie: bad) | 15 (reset) | back to 5 (bad) | 5 (bad): the second bad in a row
     assert result.stopped_early and result.last_step == 25
     assert result.best["combo_test"]["step"] == 5
+
+
+def test_a_weight_averaging_stage_evaluates_and_saves_the_average_and_resumes_identically(tmp_path):
+    full = _trainer(tmp_path / "a").fit(_stage(average=0.9))
+    folder = tmp_path / "a/checkpoints/toy"
+    last = load_checkpoint(folder / "last.pt")
+    step = load_checkpoint(folder / "step-0000020.pt")["modules"]["net"]
+    live, averaged = last["modules"]["net"], last["weight_average"]["weights"]
+    assert last["weight_average"]["updates"] == 20
+    assert all(torch.equal(step[k], averaged[k]) for k in step)
+    assert not all(torch.equal(step[k], live[k]) for k in step)  # the average, not the live net
+    saved_norm = float(sum(v.norm() for k, v in step.items()))
+    assert full.history[-1]["param_norm"] == pytest.approx(saved_norm, rel=1e-5)  # what was scored
+
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tmp_path / "b").fit(_stage(average=0.9, fail_at=13))
+    _trainer(tmp_path / "b", resume=True).fit(_stage(average=0.9))
+    again = load_checkpoint(tmp_path / "b/checkpoints/toy/step-0000020.pt")["modules"]["net"]
+    assert all(torch.equal(step[k], again[k]) for k in step)

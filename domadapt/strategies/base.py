@@ -234,7 +234,8 @@ def train_settings(cfg: RunConfig, optimizer: torch.optim.Optimizer, steps: int,
     t = cfg.train
     return {"eval_every": eval_every or t.eval_every,
             "schedulers": {"main": make_scheduler(optimizer, t, steps)},
-            "grad_clip": t.grad_clip, "log_every": t.log_every, "image_every": t.image_every}
+            "grad_clip": t.grad_clip, "log_every": t.log_every, "image_every": t.image_every,
+            "average": t.weight_average}
 
 
 def freeze(parts: Sequence[nn.Module]) -> None:

@@ -40,6 +40,7 @@ from domadapt.training.distributed import (
     objective_runner,
 )
 from domadapt.training.monitors import EvalContext, Monitor
+from domadapt.training.weight_average import WeightAverage
 
 Batch = dict[str, torch.Tensor]
 LossOutput = tuple[torch.Tensor, dict[str, float]]
@@ -73,6 +74,7 @@ class Stage:
     grad_clip: float = 1.0
     log_every: int = 10
     image_every: int = 1
+    average: float = 0.0  # decay of the predictor's weight average (0: evaluate the live weights)
 
 
 @dataclass
@@ -164,6 +166,8 @@ class Trainer:
             if self.channels_last:
                 module.to(memory_format=torch.channels_last)
         _move_optimizer_state(stage.optimizers, self.device)
+        if stage.average and stage.predictor and stage.optimizers:
+            state.average = WeightAverage(stage.modules[stage.predictor], stage.average)
         generator = torch.Generator().manual_seed(self.seed * 7919 + self.dist.rank)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         if self.resume and (state.dir / "last.pt").is_file():
@@ -194,6 +198,8 @@ class Trainer:
                 if stage.transform is not None:
                     batch = stage.transform(batch, generator)
                 parts = self._step(stage, runner, batch, generator, scaler, state.step)
+                if state.average is not None:
+                    state.average.update(stage.modules[stage.predictor])
             state.step += 1
             bar.update(1)
             for key, value in parts.items():
@@ -262,7 +268,7 @@ class Trainer:
     def _evaluate(self, stage, state, generator, scaler, writer, origin: str | None = None) -> None:
         stop = False
         if self.dist.is_main:
-            record, images = self._run_monitors(stage, state.step)
+            record, images = self._run_monitors(stage, state.step, state.evaluated(stage))
             state.add(record, stage)
             self._log_eval(writer, stage.name, record, images, state.step)
             stop = state.should_stop(stage)
@@ -275,11 +281,12 @@ class Trainer:
                 _write_json(state.dir / "history.json", state.history)
                 self._save(stage, state, generator, scaler, state.dir / "last.pt", gen_states)
 
-    def _run_monitors(self, stage: Stage, step: int) -> tuple[dict, dict]:
+    def _run_monitors(self, stage: Stage, step: int, modules: dict[str, nn.Module]
+                      ) -> tuple[dict, dict]:
         n_evals = step // stage.eval_every
         want_images = stage.image_every > 0 and n_evals % stage.image_every == 0
-        predictor = stage.modules.get(stage.predictor) if stage.predictor else None
-        ctx = EvalContext(stage.modules, predictor, self.device, self.amp, step, want_images,
+        predictor = modules.get(stage.predictor) if stage.predictor else None
+        ctx = EvalContext(modules, predictor, self.device, self.amp, step, want_images,
                           self.tile, self.overlap, cpu_bf16=self.cpu_bf16)
         record: dict = {"step": step, "epoch": math.ceil(step / stage.eval_every)}
         images: dict = {}
@@ -295,13 +302,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self, stage, state, generator, scaler, gen_states=None, full=True) -> dict:
+        """A full payload (``last.pt``) holds the live modules to resume from, and their
+        average beside them; a light one (step and best files) the weights that were evaluated."""
+        modules = stage.modules if full else state.evaluated(stage)
         payload = {
             "format": ckpt.FORMAT, "version": ckpt.package_version(), "stage": stage.name,
             "step": state.step, "finished": state.finished, "predictor": stage.predictor,
-            "modules": {k: _cpu_state(m) for k, m in stage.modules.items()},
+            "modules": {k: _cpu_state(m) for k, m in modules.items()},
             **self.extra,
         }
         if full:
+            if state.average is not None:
+                payload["weight_average"] = state.average.state_dict()
             payload.update({
                 "optimizers": {k: o.state_dict() for k, o in stage.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in stage.schedulers.items()},
@@ -337,6 +349,8 @@ class Trainer:
         for key, scheduler in stage.schedulers.items():
             scheduler.load_state_dict(payload["schedulers"][key])
         scaler.load_state_dict(payload["scaler"])
+        if state.average is not None:
+            state.average.load_state_dict(payload["weight_average"])
         gens = payload["generators"]
         generator.set_state(gens[min(self.dist.rank, len(gens) - 1)])
         state.load(payload)
@@ -380,12 +394,20 @@ class _LoopState:
         self.moved: dict[str, int] = {}  # combined criteria whose pick went back to an earlier step
         self.directions = {m: d for mon in stage.monitors for m, d in mon.directions.items()}
         self.combined = {c.name: c for c in combined_criteria() if set(c.parts) <= set(self.directions)}
+        self.average: WeightAverage | None = None
         self.directions.update({name: c.direction for name, c in self.combined.items()})
         if stage.stop_metric and stage.stop_metric not in self.directions:
             raise TrainingError(
                 f"Stage '{stage.name}' cannot stop on '{stage.stop_metric}': no monitor declares "
                 f"it; selectable metrics: {', '.join(self.directions) or 'none'}."
             )
+
+    def evaluated(self, stage: Stage) -> dict[str, nn.Module]:
+        """The modules the monitors see and the step files keep: the predictor's weight
+        average in place of the live predictor when the stage averages."""
+        if self.average is None:
+            return stage.modules
+        return {**stage.modules, stage.predictor: self.average.module}
 
     def add(self, record: dict, stage: Stage) -> None:
         self.history.append(record)

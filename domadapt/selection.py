@@ -157,6 +157,12 @@ def score_checkpoints(history: RunHistory, max_slices: int = 40, progress: bool 
     return scores
 
 
+def model_at_step(history: RunHistory, step: int):
+    """The model a finished run evaluated at ``step``, harmonizer included: what a criterion
+    scored there, ready to predict (e.g. to re-choose a run under another criterion)."""
+    return _checkpoint_model(history, step, _reused_run(history))
+
+
 def _reused_run(history: RunHistory) -> tuple[Path, dict | None] | None:
     """For a run that re-scored another run's checkpoints
     (``style.segmenter_from``): that run's stage folder and this run's harmonizer spec."""

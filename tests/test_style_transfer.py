@@ -185,3 +185,27 @@ def test_reused_segmenter_reads_source_val_scores_instead_of_evaluating_again(ap
     assert sorted(calls) == sorted(evaluated) == sorted(replayed)
     for step, values in evaluated.items():
         np.testing.assert_allclose(values, replayed[step], rtol=1e-5, atol=1e-6)
+
+
+def test_model_at_step_is_the_reused_segmenter_behind_this_runs_harmonizer(appearance_shift,
+                                                                           shift_baseline):
+    """What re-choosing a finished run under another criterion predicts with (tools/rescore_grid.py)."""
+    import torch
+
+    from domadapt.predict import model_from_checkpoint
+    from domadapt.selection import load_history, model_at_step
+
+    _, baseline_dir = shift_baseline
+    cfg = _shift_config(appearance_shift, "style_transfer", f"style.segmenter_from={baseline_dir}",
+                        out="runs-at-step")
+    run(cfg, progress=False)
+    history = load_history(run_dir_for(cfg))
+    step = history.records[0]["step"]
+    net = model_at_step(history, step)
+    segmenter = model_from_checkpoint(baseline_dir / f"checkpoints/segmentation/step-{step:07d}.pt")[0]
+    assert isinstance(net, torch.nn.Sequential) and len(net) == 2  # harmonizer, then segmenter
+    mine, theirs = net[-1].state_dict(), segmenter.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    plain = model_at_step(load_history(baseline_dir), step)
+    assert all(torch.equal(plain.state_dict()[k], theirs[k]) for k in theirs)

@@ -26,7 +26,7 @@ from domadapt.benchmark.grid import grid, load_benchmark_config, run_config
 from domadapt.config import RunConfig, SelectionConfig, config_from_plain, load_yaml
 from domadapt.data.prepare import prepare_data
 from domadapt.pipeline import run_dir_for, run_trust_panel, score_target
-from domadapt.selection import _checkpoint_model, _reused_run, choose, load_history
+from domadapt.selection import choose, load_history, model_at_step
 from domadapt.strategies.base import FitResult
 
 
@@ -61,7 +61,7 @@ def _rescore(cfg: RunConfig, history, pick: dict, dst: Path, criterion: str, dat
     if key not in data_cache:
         data_cache[key] = prepare_data(cfg)
     data = data_cache[key]
-    net = _checkpoint_model(history, pick["step"], _reused_run(history))
+    net = model_at_step(history, pick["step"])
     fit = FitResult(net, history.stage_dir / f"step-{pick['step']:07d}.pt", criterion, pick["step"],
                     pick["epoch"], [_Stage(history.records)])
     scores = score_target(cfg, fit, data.target_test_original, dst, torch.device("cpu"), False)

@@ -69,3 +69,21 @@ def test_bfloat16_is_used_only_where_the_cpu_computes_it_and_stays_within_1_in_2
     exact = predict_slice(inference_copy(net, "cpu"), image, tile=64, overlap=16)
     quick = predict_slice(fast, image, tile=64, overlap=16)
     assert abs(quick - exact).max() <= 1 / 255
+
+
+def test_ibn_normalises_per_image_in_the_shallow_encoder_only_and_its_copy_predicts_the_same():
+    from domadapt.models.unet import IBN_LEVELS
+
+    torch.manual_seed(0)
+    net = build_unet("unet", 8, 3, "ibn")
+    kinds = [type(block[1]) for block in net.encoder.blocks]
+    assert kinds == [nn.InstanceNorm2d] * IBN_LEVELS + [nn.BatchNorm2d] * (4 - IBN_LEVELS)
+    assert all(isinstance(block[1], nn.BatchNorm2d) for block in net.decoder.blocks)
+    net.train()
+    for _ in range(3):
+        net(torch.randn(4, 1, 64, 64))
+    fast = inference_copy(net, "cpu")
+    assert not any(isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d)) for m in fast.modules())
+    x = torch.randn(2, 1, 64, 64) * 3 + 1
+    with torch.no_grad():
+        torch.testing.assert_close(fast(prepare_input(fast, x)), net.eval()(x), atol=1e-4, rtol=1e-4)

@@ -24,6 +24,19 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
+#: Under ``norm: ibn`` the encoder's first levels normalise each image by its own statistics
+#: and the rest of the network uses batch norm (IBN-Net, Pan et al. 2018): appearance, which
+#: differs between EM domains, lives in shallow features; what tells objects apart, deeper.
+IBN_LEVELS = 2
+
+
+def level_norm(norm: str, level: int, encoder: bool) -> str:
+    """The normalisation of one level's conv block; only ``ibn`` differs between levels."""
+    if norm != "ibn":
+        return norm
+    return "instance" if encoder and level < IBN_LEVELS else "batch"
+
+
 class ConvBlock(nn.Sequential):
     """Two 3x3 convolutions, each followed by normalisation and ReLU."""
 
@@ -56,8 +69,9 @@ class Encoder(nn.Module):
         super().__init__()
         chans = [width * 2**i for i in range(depth + 1)]
         self.channels = chans
-        self.blocks = nn.ModuleList([ConvBlock(in_channels, chans[0], norm)])
-        self.blocks.extend(ConvBlock(chans[i], chans[i + 1], norm) for i in range(depth))
+        self.blocks = nn.ModuleList([ConvBlock(in_channels, chans[0], level_norm(norm, 0, True))])
+        self.blocks.extend(ConvBlock(chans[i], chans[i + 1], level_norm(norm, i + 1, True))
+                           for i in range(depth))
         self.pool = nn.MaxPool2d(2)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -78,6 +92,7 @@ class Decoder(nn.Module):
                  attention: bool = False, use_skips: bool = True) -> None:
         super().__init__()
         self.use_skips = use_skips
+        norm = level_norm(norm, 0, encoder=False)
         ups, blocks, gates = [], [], []
         for deep, shallow in zip(channels[:0:-1], channels[-2::-1]):
             ups.append(nn.ConvTranspose2d(deep, shallow, 2, stride=2))

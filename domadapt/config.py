@@ -60,7 +60,7 @@ class ModelConfig:
     arch: Literal["unet", "attention_unet"] = "unet"
     depth: int = 4  # number of down-sampling steps
     width: int = 16  # channels of the first level; doubles at each level
-    norm: Literal["batch", "group", "instance", "ibn", "none"] = "batch"
+    norm: Literal["batch", "group", "instance", "ibn", "none"] = "ibn"
 
 
 @dataclass

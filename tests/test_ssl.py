@@ -295,8 +295,11 @@ def test_ssl_beats_the_baseline_on_a_texture_and_noise_shift(tiny_config, monkey
     varies with the seed (from -0.22 to +0.20): there the comparison is noise.
     """
     target = _noisy_textured_target(monkeypatch)
+    # Margins measured with batch norm throughout: per-image normalisation in the shallow
+    # layers (model.norm=ibn, the default since) absorbs much of a shift like this one.
     common = ("data.synthetic_shape=[8,256,256]", "data.patch_size=32", "data.batch_size=8",
-              "train.steps=300", "train.eval_every=50", "inference.tile=64", *SOURCE_VAL)
+              "train.steps=300", "train.eval_every=50", "inference.tile=64", "model.norm=batch",
+              *SOURCE_VAL)
     metrics = {method: run(tiny_config(*common, method=method, target=target), progress=False)
                for method in ("baseline", "ssl")}
     base, ssl = metrics["baseline"], metrics["ssl"]

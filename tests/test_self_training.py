@@ -27,8 +27,9 @@ from domadapt.strategies.base import (
 )
 from domadapt.strategies.self_training import SelfTraining, StrongView, batch_split, self_training_stage
 from domadapt.training.checkpoint import load_checkpoint
-from domadapt.training.mean_teacher import ema_update, pseudo_labels, sigmoid_rampup
+from domadapt.training.mean_teacher import pseudo_labels, sigmoid_rampup
 from domadapt.training.trainer import Trainer
+from domadapt.training.weight_average import ema_update
 
 CPU = torch.device("cpu")
 FAST = ("selection.monitors=[source_val]", "selection.criterion=source_val_iou")

@@ -64,7 +64,6 @@ from domadapt.strategies.style_transfer import fixed_patches
 from domadapt.training.checkpoint import checkpoint_of, load_checkpoint
 from domadapt.training.losses import segmentation_loss
 from domadapt.training.mean_teacher import (
-    ema_update,
     label_stats,
     pseudo_labels,
     sigmoid_rampup,
@@ -73,6 +72,7 @@ from domadapt.training.monitors import fixed_slice_sample
 from domadapt.training.optim import make_optimizer
 from domadapt.training.pseudo_label_monitor import PseudoLabelMonitor
 from domadapt.training.trainer import Batch, Objective, Stage
+from domadapt.training.weight_average import ema_update
 
 STAGE = "self_training"
 

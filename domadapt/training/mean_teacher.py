@@ -1,6 +1,6 @@
-"""Mean-teacher building blocks: the EMA teacher, confident pseudo-labels, the loss ramp-up.
+"""Mean-teacher building blocks: confident pseudo-labels, label statistics, the loss ramp-up.
 
-The teacher is an exponential moving average of the student (Tarvainen &
+The teacher is an exponential moving average of the student (``weight_average.ema_update``; Tarvainen &
 Valpola 2017): it changes slowly, so its predictions on unlabeled images are
 steadier targets than the student's own. Only pixels where the teacher is
 confident become pseudo-labels; the rest carry the ignore label, which every
@@ -12,25 +12,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from domadapt.data.volume import IGNORE_LABEL
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    """teacher <- decay * teacher + (1 - decay) * student, for weights and float buffers.
-
-    Integer buffers (batch-norm's batch counter) are copied: an average of
-    counters means nothing.
-    """
-    for t, s in zip(teacher.parameters(), student.parameters()):
-        t.lerp_(s.detach(), 1.0 - decay)
-    for t, s in zip(teacher.buffers(), student.buffers()):
-        if t.dtype.is_floating_point:
-            t.lerp_(s.detach(), 1.0 - decay)
-        else:
-            t.copy_(s)
 
 
 def pseudo_labels(prob: torch.Tensor, threshold: float, class_keep: float = 0.0) -> torch.Tensor:

@@ -14,6 +14,22 @@ import torch
 from torch import nn
 
 
+@torch.no_grad()
+def ema_update(average: nn.Module, live: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * live, for weights and float buffers.
+
+    Integer buffers (batch-norm's batch counter) are copied: an average of
+    counters means nothing.
+    """
+    for a, b in zip(average.parameters(), live.parameters()):
+        a.lerp_(b.detach(), 1.0 - decay)
+    for a, b in zip(average.buffers(), live.buffers()):
+        if a.dtype.is_floating_point:
+            a.lerp_(b.detach(), 1.0 - decay)
+        else:
+            a.copy_(b)
+
+
 class WeightAverage:
     """``average = d * average + (1 - d) * live`` after every step, for parameters and
     floating buffers (batch-norm statistics); integer buffers are copied.
@@ -32,15 +48,8 @@ class WeightAverage:
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
-    @torch.no_grad()
     def update(self, live: nn.Module) -> None:
-        weight = 1.0 - self.current_decay()
-        averaged = self.module.state_dict()
-        for name, value in live.state_dict().items():
-            if averaged[name].is_floating_point():
-                averaged[name].lerp_(value, weight)
-            else:
-                averaged[name].copy_(value)
+        ema_update(self.module, live, self.current_decay())
         self.updates += 1
 
     def state_dict(self) -> dict:

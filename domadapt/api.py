@@ -29,7 +29,8 @@ class Model:
         self.net, self.source = net, source
         self.pixel_size_nm = float(payload["pixel_size_nm"])
         inference = payload.get("config", {}).get("inference", {})
-        self.settings = {k: inference[k] for k in ("tile", "overlap", "cpu_bf16") if k in inference}
+        self.settings = {k: inference[k] for k in ("tile", "overlap", "cpu_bf16", "tta")
+                         if k in inference}
         self.threshold = float(inference.get("threshold", 0.5))
         self.harmonized = "harmonizer" in payload
 
@@ -59,14 +60,16 @@ class Model:
     def predict_file(self, input_path: str | Path, output: str | Path, *,
                      voxel_size: tuple[float, float, float] | None = None, key: str | None = None,
                      binary: bool = False, threshold: float | None = None, device: str = "auto",
-                     progress: bool = True, cpu_bf16: bool | None = None) -> Path:
+                     progress: bool = True, cpu_bf16: bool | None = None,
+                     tta: str | None = None) -> Path:
         """Predict a volume file (tif, folder of slices, h5, zarr, OME-Zarr) into uint8
         (0-255 probability, or 0/255 with ``binary``), slice by slice in bounded memory.
 
         The output's suffix picks its format: ``.tif``, ``.h5`` or ``.ome.zarr``; the last
         two resume after a kill (finished slices are kept). ``voxel_size`` defaults to the
         input's own (OME-Zarr scale, HDF5 ``element_size_um``), else the model's pixel
-        size. An output that would overwrite the input is refused.
+        size. An output that would overwrite the input is refused. ``cpu_bf16`` and ``tta``
+        (:mod:`domadapt.tta`) default to the checkpoint's ``inference`` settings.
         """
         from domadapt.data.io import lazy_image, stored_voxel_size
         from domadapt.data.writers import open_writer, output_kind
@@ -80,6 +83,8 @@ class Model:
         settings = dict(self.settings)
         if cpu_bf16 is not None:
             settings["cpu_bf16"] = cpu_bf16
+        if tta is not None:
+            settings["tta"] = tta
         voxel = self._voxel(voxel_size or stored_voxel_size(input_path, key))
         image = lazy_image(input_path, key=key)
         threshold = self.threshold if threshold is None else threshold
@@ -106,7 +111,8 @@ class Model:
                           voxel_size: tuple[float, float, float] | None = None,
                           key: str | None = None, measure: str | Path | None = None,
                           threshold: float | None = None, device: str = "auto",
-                          progress: bool = True, **instance_options) -> Path:
+                          progress: bool = True, tta: str | None = None,
+                          **instance_options) -> Path:
         """Predict ``input_path``, split the binary prediction into mitochondria instances
         (uint32 with its voxel size, tif, h5 or OME-Zarr by suffix; the whole volume is held in
         memory for this step) and, with ``measure``, write one CSV row per mitochondrion there
@@ -126,7 +132,7 @@ class Model:
         voxel = self._voxel(voxel_size or stored_voxel_size(input_path, key))
         try:
             self.predict_file(input_path, binary, voxel_size=voxel, key=key, binary=True,
-                              threshold=threshold, device=device, progress=progress)
+                              threshold=threshold, device=device, progress=progress, tta=tta)
             labels = instances(tifffile.imread(binary) > 0, voxel, **instance_options)
         finally:
             binary.unlink(missing_ok=True)

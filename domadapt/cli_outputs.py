@@ -43,13 +43,17 @@ def _voxel_size(value: str | None) -> list[float] | None:
 @click.option("--bf16", is_flag=True, default=None,
               help="bfloat16 on a CPU with AMX/AVX512-BF16: ~3x faster, a few voxels per 100 000 "
                    "off by more than 1/255 (default: the checkpoint's inference.cpu_bf16).")
+@click.option("--tta", type=click.Choice(["none", "flips", "d4"]),
+              help="Average each tile's prediction over its mirror images (flips, 4x the time) or "
+                   "all flips and right-angle turns (d4, 8x) (default: the checkpoint's "
+                   "inference.tta).")
 @click.option("--instances", is_flag=True,
               help="Write uint32 mitochondria instances (3-D watershed split) instead of probabilities.")
 @click.option("--measure", "measure_csv", type=click.Path(),
               help="With --instances: one CSV row per mitochondrion here, plus a summary JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def predict(checkpoint, input_path, output, voxel_size, key, binary, threshold, device, bf16,
-            instances, measure_csv, quiet) -> None:
+            tta, instances, measure_csv, quiet) -> None:
     """Segment a volume with a checkpoint (tiled, bounded memory)."""
     from domadapt.predict import predict_file
 
@@ -60,11 +64,11 @@ def predict(checkpoint, input_path, output, voxel_size, key, binary, threshold, 
 
         out = load_model(checkpoint).predict_instances(
             input_path, output, voxel_size=_voxel_size(voxel_size), key=key, measure=measure_csv,
-            threshold=threshold, device=device, progress=not quiet)
+            threshold=threshold, device=device, progress=not quiet, tta=tta)
     else:
         out = predict_file(checkpoint, input_path, output, voxel_size=_voxel_size(voxel_size),
                            key=key, binary=binary, threshold=threshold, device=device,
-                           progress=not quiet, cpu_bf16=bf16)
+                           progress=not quiet, cpu_bf16=bf16, tta=tta)
     click.echo(f"wrote {out}" + (f" and {measure_csv}" if measure_csv else ""))
 
 

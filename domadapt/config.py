@@ -127,6 +127,10 @@ class InferenceConfig:
     # bfloat16 for the evaluations during training only (label-free criteria, source
     # validation); the final prediction and `domadapt predict` keep cpu_bf16's precision.
     eval_cpu_bf16: bool = False
+    # Test-time augmentation of the final prediction and `domadapt predict` (not of the
+    # evaluations during training): probabilities averaged over the tile's mirror images
+    # (flips, 4 passes) or all eight flips and turns (d4); see domadapt/tta.py.
+    tta: Literal["none", "flips", "d4"] = "none"
 
 
 @dataclass

@@ -32,6 +32,7 @@ from domadapt.data.transforms import intensity_stats, normalize, resample_image,
 from domadapt.data.volume import check_finite, check_voxel_size
 from domadapt.errors import NO_SPACE_ERRNOS, ConfigError, DataError, write_failure
 from domadapt.models.inference_copy import autocast_for, inference_copy, prepare_input
+from domadapt.tta import tta_views, with_tta
 
 #: Tile side length must be a multiple of this (a U-Net with four 2x poolings).
 TILE_MULTIPLE = 16
@@ -91,6 +92,7 @@ def predict_slice(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     amp: bool = False,
+    tta: str = "none",
 ) -> np.ndarray:
     """Foreground probabilities (H, W) float32 of one normalised, resampled slice.
 
@@ -99,11 +101,12 @@ def predict_slice(
     reflect-padded to ``tile`` and the result cropped back. ``overlap`` (pixels)
     is how much neighbouring tiles share; it should exceed the depth to which
     the network's border effects reach. ``amp`` enables float16 autocast on
-    CUDA (ignored on CPU). The model must already be in eval mode on ``device``
+    CUDA (ignored on CPU). ``tta`` averages every tile over flipped and turned views
+    (:mod:`domadapt.tta`). The model must already be in eval mode on ``device``
     (:func:`predict_volume` takes care of both).
     """
-    return blend_tiles(lambda batch: _run_model(model, batch, device, amp), image2d,
-                       tile, overlap, batch_size)
+    run = with_tta(lambda batch: _run_model(model, batch, device, amp), tta)
+    return blend_tiles(run, image2d, tile, overlap, batch_size)
 
 
 def blend_tiles(fn: Callable[[np.ndarray], np.ndarray], image2d: np.ndarray, tile: int = 256,
@@ -156,6 +159,7 @@ def predict_volume(
     name: str = "input",
     cpu_bf16: bool = False,
     slices: Sequence[int] | None = None,
+    tta: str = "none",
 ) -> Iterator[np.ndarray]:
     """Yield float32 probability maps, one per z-slice, on the input's original (Y, X) grid.
 
@@ -173,11 +177,13 @@ def predict_volume(
     (in place, as ``Module.to`` does) but otherwise left as it is (its train/eval
     mode included): prediction runs on an eval-mode
     :func:`~domadapt.models.inference_copy.inference_copy` (``cpu_bf16``: bfloat16
-    on CPUs that compute it natively). NaN or infinite voxels raise
+    on CPUs that compute it natively; ``tta``: test-time views averaged, see
+    :mod:`domadapt.tta`). NaN or infinite voxels raise
     DataError naming ``name``: up front when the volume's own statistics
     reveal them, otherwise when their slice is reached.
     """
     _check_tiling(tile, overlap)
+    tta_views(tta)
     voxel_size = check_voxel_size(voxel_size_nm)
     if not model_pixel_nm or model_pixel_nm <= 0:
         raise ConfigError(f"The model pixel size must be positive (nm), got {model_pixel_nm!r}.")
@@ -191,7 +197,7 @@ def predict_volume(
     # Validation above runs eagerly; the slices are produced lazily below.
     todo = range(stack.shape[0]) if slices is None else list(slices)
     return _iter_slices(model, stack, stats, factor, progress,
-                        (tile, overlap, batch_size, device, amp), name, cpu_bf16, todo)
+                        (tile, overlap, batch_size, device, amp, tta), name, cpu_bf16, todo)
 
 
 def _volume_stats(stack: Any, name: str) -> dict:

@@ -277,7 +277,7 @@ def _predict_target_test(cfg: RunConfig, fit: FitResult, test: TargetTest, run_d
         norm_stats=test.stats,
         tile=inf.tile, overlap=inf.overlap, batch_size=inf.batch_size, device=device,
         amp=cfg.train.amp and device.type == "cuda", progress=progress,
-        cpu_bf16=inf.cpu_bf16,
+        cpu_bf16=inf.cpu_bf16, tta=inf.tta,
     )
 
 

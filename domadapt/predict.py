@@ -28,7 +28,8 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
 def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | Path, *,
                  voxel_size: list[float] | None = None, key: str | None = None,
                  binary: bool = False, threshold: float = 0.5, device: str = "auto",
-                 progress: bool = True, cpu_bf16: bool | None = None) -> Path:
+                 progress: bool = True, cpu_bf16: bool | None = None,
+                 tta: str | None = None) -> Path:
     """Predict ``input_path`` into a uint8 tif, h5 or OME-Zarr (``domadapt predict``); see
     :meth:`domadapt.api.Model.predict_file`."""
     from domadapt.api import load_model
@@ -36,7 +37,8 @@ def predict_file(checkpoint: str | Path, input_path: str | Path, output: str | P
     refuse_unsafe_output(input_path, output)  # before the checkpoint is even read
     return load_model(checkpoint).predict_file(
         input_path, output, voxel_size=tuple(voxel_size) if voxel_size else None, key=key,
-        binary=binary, threshold=threshold, device=device, progress=progress, cpu_bf16=cpu_bf16)
+        binary=binary, threshold=threshold, device=device, progress=progress, cpu_bf16=cpu_bf16,
+        tta=tta)
 
 
 def refuse_unsafe_output(input_path: str | Path, output: str | Path) -> None:

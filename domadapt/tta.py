@@ -16,19 +16,19 @@ import numpy as np
 
 from domadapt.errors import ConfigError
 
-#: ``none``: the tile as it is; ``flips``: the four mirror images (left-right, up-down,
-#: both); ``d4``: all eight symmetries of the square (four turns, each mirrored or not).
-TTA_MODES = ("none", "flips", "d4")
-
 #: A view: (quarter turns counter-clockwise, mirrored left-right first).
 View = tuple[int, bool]
 
+#: ``none``: the tile as it is; ``flips``: the four mirror images (left-right, up-down,
+#: both); ``d4``: all eight symmetries of the square (four turns, each mirrored or not).
 _VIEWS: dict[str, tuple[View, ...]] = {
     "none": ((0, False),),
     # a half turn of a left-right mirror image is the up-down mirror image
     "flips": ((0, False), (0, True), (2, True), (2, False)),
     "d4": tuple((turns, mirror) for turns in range(4) for mirror in (False, True)),
 }
+
+TTA_MODES = tuple(_VIEWS)
 
 
 def tta_views(mode: str) -> tuple[View, ...]:

@@ -79,7 +79,21 @@ def test_d4_prediction_is_equivariant_to_turns_and_flips():
                                flips[:, ::-1], atol=1e-5)
 
 
-def test_unknown_mode_is_one_clear_error(tmp_path):
+def test_config_and_cli_offer_exactly_the_modes_of_tta():
+    """The config's Literal and the CLI's choices are spelled out (the CLI must start without
+    numpy); they must name the modes domadapt.tta implements."""
+    import typing
+
+    from domadapt.cli_outputs import predict
+    from domadapt.config import InferenceConfig
+
+    hints = typing.get_type_hints(InferenceConfig)
+    assert typing.get_args(hints["tta"]) == TTA_MODES
+    option = next(p for p in predict.params if p.name == "tta")
+    assert tuple(option.type.choices) == TTA_MODES
+
+
+def test_unknown_mode_is_one_clear_error():
     with pytest.raises(ConfigError, match="inference.tta must be one of none, flips, d4"):
         tta_views("rot90")
     from domadapt.config import build_config

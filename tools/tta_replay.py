@@ -30,6 +30,7 @@ from domadapt.pipeline import score_target
 from domadapt.selection import load_history, model_at_step
 from domadapt.strategies.base import FitResult
 from domadapt.timing import PhaseTimer
+from domadapt.tta import TTA_MODES
 
 FIELDS = ["run", "pair", "method", "seed", "tta", "iou_none", "iou_tta", "predict_s_none",
           "predict_s_tta"]
@@ -86,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="finished run folders")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--tta", default="d4", choices=["flips", "d4"])
+    parser.add_argument("--tta", default="d4", choices=[m for m in TTA_MODES if m != "none"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--table", action="store_true", help="print OUT's paired table and stop")
     args = parser.parse_args()

@@ -235,3 +235,20 @@ def test_selection_line_keeps_in_domain_criteria_apart_from_label_free_ones(rows
     assert line.startswith("Checkpoints were chosen label-free by: `morph_paper`. In-domain runs")
     assert "`source_val_iou`" in line.split("In-domain")[1]
     assert "source_val_iou" not in line.split("In-domain")[0]
+
+
+def test_heatmap_column_labels_fit_their_column():
+    """Every method of the shipped grids, and the reference rows, label a 1.3-inch heatmap column
+    in lines short enough not to run into the next column's label at font size 8."""
+    import yaml
+
+    from domadapt.reporting.figures import _tick_label
+
+    configs = Path(__file__).resolve().parents[1] / "configs" / "benchmarks"
+    grids = [yaml.safe_load(f.read_text()) or {} for f in configs.glob("*.yaml")]
+    methods = {method for grid in grids for method in grid.get("methods", [])}
+    assert {"style_transfer-cyclegan", "self_training-histogram"} <= methods
+    for column in sorted(methods) + ["source-only", "oracle"]:
+        label = _tick_label(column)
+        assert label.replace("\n", "").removesuffix("(ref.)") == column
+        assert max(len(line) for line in label.splitlines()) <= 16, label

@@ -102,7 +102,11 @@ def _bar_label(name: str, stats: dict | None, kind: str) -> str:
 
 
 def _tick_label(column: str) -> str:
-    return {"source-only": "source-only\n(ref.)", "oracle": "oracle\n(ref.)"}.get(column, column)
+    """A heatmap column is 1.3 inches wide: a variant goes on its own line, so names do not collide."""
+    if column in ("source-only", "oracle"):
+        return f"{column}\n(ref.)"
+    strategy, dash, variant = column.partition("-")
+    return f"{strategy}\n{dash}{variant}" if variant else column
 
 
 def _pair_slug(pair: str) -> str:

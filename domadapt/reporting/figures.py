@@ -14,6 +14,7 @@ from domadapt.errors import DataError
 from domadapt.reporting.common import (
     DASH,
     DEFAULT_METRIC,
+    REFERENCES,
     _figure,
     _Grid,
     _half_width,
@@ -103,7 +104,7 @@ def _bar_label(name: str, stats: dict | None, kind: str) -> str:
 
 def _tick_label(column: str) -> str:
     """A heatmap column is 1.3 inches wide: a variant goes on its own line, so names do not collide."""
-    if column in ("source-only", "oracle"):
+    if column in REFERENCES:
         return f"{column}\n(ref.)"
     strategy, dash, variant = column.partition("-")
     return f"{strategy}\n{dash}{variant}" if variant else column

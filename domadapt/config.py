@@ -226,20 +226,50 @@ def build_config(
     flags: dict[str, Any] | None = None,
 ) -> RunConfig:
     """Merge defaults <- profile <- method <- file <- --set <- flags, and validate."""
-    merged: dict[str, Any] = {}
-    merged = merge(merged, load_preset("profiles", profile))
-    merged = merge(merged, load_preset("methods", method))
+    layers = [load_preset("profiles", profile), load_preset("methods", method)]
     if config_file is not None:
-        merged = merge(merged, load_yaml(config_file))
-    merged = merge(merged, parse_set(list(overrides)))
-    merged = merge(merged, {k: v for k, v in (flags or {}).items() if v is not None})
-    merged["profile"] = profile
-    merged["method"] = method
-    merged.setdefault("strategy", method)
-    refuse_renamed(merged)
+        layers.append(load_yaml(config_file))
+    layers.append(parse_set(list(overrides)))
+    layers.append({k: v for k, v in (flags or {}).items() if v is not None})
+    variants = {cross: _named(merge_layers(layers, cross), profile, method) for cross in (False, True)}
+    merged = variants[is_cross_domain(variants[False])]
+    for variant in variants.values():
+        refuse_renamed(variant)
+    config_from_plain(variants[True])  # a wrong cross-domain key is an error in in-domain runs too
     cfg = config_from_plain(merged)
     validate(cfg)
     return with_in_domain_criterion(cfg, "criterion" in merged.get("selection", {}))
+
+
+#: A layer's section of keys that apply only to cross-domain runs (the target is not the source).
+CROSS_DOMAIN = "cross_domain"
+
+
+def is_cross_domain(merged: dict[str, Any]) -> bool:
+    """Whether the run adapts to another domain: an in-domain run has no shift to bridge."""
+    return merged.get("source", RunConfig.source) != merged.get("target", RunConfig.target)
+
+
+def merge_layers(layers: list[dict[str, Any]], cross_domain: bool) -> dict[str, Any]:
+    """Merge the layers in order. A layer's ``cross_domain:`` section is merged over that same
+    layer in a cross-domain run and left out otherwise, so a later layer (a method, a file,
+    ``--set``) still wins over an earlier layer's cross-domain keys."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        own = dict(layer)
+        section = own.pop(CROSS_DOMAIN, None) or {}
+        if not isinstance(section, dict) or CROSS_DOMAIN in section:
+            raise ConfigError(f"Config key '{CROSS_DOMAIN}' must be a mapping of config keys "
+                              f"(not itself holding '{CROSS_DOMAIN}'), got {section!r}.")
+        merged = merge(merged, own)
+        if cross_domain:
+            merged = merge(merged, section)
+    return merged
+
+
+def _named(merged: dict[str, Any], profile: str, method: str) -> dict[str, Any]:
+    return {**merged, "profile": profile, "method": method,
+            "strategy": merged.get("strategy", method)}
 
 
 def with_in_domain_criterion(cfg: RunConfig, criterion_named: bool) -> RunConfig:

@@ -119,3 +119,44 @@ def test_an_in_domain_run_takes_the_in_domain_criterion_unless_a_criterion_is_na
 def test_an_unknown_in_domain_criterion_is_named():
     with pytest.raises(ConfigError, match="selection.in_domain_criterion.*valid: .*morph_ours"):
         build_config(overrides=["selection.in_domain_criterion=solidity"])
+
+
+def _cross_domain_file(tmp_path, section):
+    path = tmp_path / "shift.yaml"
+    path.write_text(yaml.safe_dump({"train": {"lr": 0.001}, "cross_domain": section}))
+    return path
+
+
+CROSSING = {"source": "lucchi", "target": "vnc"}
+SAME = {"source": "lucchi", "target": "lucchi"}
+
+
+def test_cross_domain_keys_apply_only_when_the_target_is_another_domain(tmp_path):
+    shift = _cross_domain_file(tmp_path, {"train": {"steps": 1500}, "augment": {"contrast": 0.3}})
+    crossing = build_config(profile="smoke", config_file=shift, flags=CROSSING)
+    same = build_config(profile="smoke", config_file=shift, flags=SAME)
+    assert (crossing.train.steps, crossing.augment.contrast) == (1500, 0.3)
+    assert (same.train.steps, same.augment.contrast) == (20, RunConfig().augment.contrast)
+    assert crossing.train.lr == same.train.lr == 0.001  # the file's own keys apply to both
+    assert same == build_config(profile="smoke", overrides=["train.lr=0.001"], flags=SAME)
+    save_config(crossing, tmp_path / "c.yaml")
+    recorded = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert recorded["train"]["steps"] == 1500 and "cross_domain" not in recorded
+
+
+def test_a_later_layer_wins_over_an_earlier_layers_cross_domain_keys(tmp_path):
+    shift = _cross_domain_file(tmp_path, {"train": {"steps": 1500}})
+    later = build_config(profile="smoke", config_file=shift, overrides=["train.steps=700"],
+                         flags=CROSSING)
+    assert later.train.steps == 700
+    by_set = build_config(profile="smoke", overrides=["cross_domain.train.steps=900"],
+                          flags=CROSSING)
+    assert by_set.train.steps == 900
+
+
+def test_a_wrong_cross_domain_key_is_named_even_in_an_in_domain_run(tmp_path):
+    with pytest.raises(ConfigError, match="stepz"):
+        build_config(profile="smoke", config_file=_cross_domain_file(tmp_path, {"train": {"stepz": 1}}),
+                     flags=SAME)
+    with pytest.raises(ConfigError, match="'cross_domain' must be a mapping"):
+        build_config(profile="smoke", overrides=["cross_domain=5"], flags=SAME)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -160,3 +162,17 @@ def test_a_wrong_cross_domain_key_is_named_even_in_an_in_domain_run(tmp_path):
                      flags=SAME)
     with pytest.raises(ConfigError, match="'cross_domain' must be a mapping"):
         build_config(profile="smoke", overrides=["cross_domain=5"], flags=SAME)
+
+
+SHIFT_KEYS = ["train.steps=1500", "augment.contrast=0.3", "augment.brightness=0.15",
+              "augment.gamma=0.4", "augment.blur=1.5", "augment.noise=0.08", "augment.rotate=45",
+              "augment.scale=0.2", "augment.elastic=6", "augment.deform_p=0.5",
+              "augment.curve=0.15", "augment.curve_p=0.5", "augment.gain_field=0.3",
+              "augment.gain_field_p=0.5"]
+
+
+def test_the_shipped_shift_recipe_is_the_measured_keys_on_cross_domain_runs_only():
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "recipes" / "shift.yaml"
+    crossing = build_config(config_file=recipe, flags=CROSSING)
+    assert crossing == build_config(overrides=SHIFT_KEYS, flags=CROSSING)  # plan-shift.md's runs
+    assert build_config(config_file=recipe, flags=SAME) == build_config(flags=SAME)

@@ -232,10 +232,12 @@ def build_config(
     layers.append(parse_set(list(overrides)))
     layers.append({k: v for k, v in (flags or {}).items() if v is not None})
     variants = {cross: _named(merge_layers(layers, cross), profile, method) for cross in (False, True)}
-    merged = variants[is_cross_domain(variants[False])]
+    cross = is_cross_domain(variants[False])
+    merged = variants[cross]
     for variant in variants.values():
         refuse_renamed(variant)
-    config_from_plain(variants[True])  # a wrong cross-domain key is an error in in-domain runs too
+    if not cross:
+        config_from_plain(variants[True])  # a wrong cross-domain key is an error here too
     cfg = config_from_plain(merged)
     validate(cfg)
     return with_in_domain_criterion(cfg, "criterion" in merged.get("selection", {}))
@@ -268,6 +270,7 @@ def merge_layers(layers: list[dict[str, Any]], cross_domain: bool) -> dict[str, 
 
 
 def _named(merged: dict[str, Any], profile: str, method: str) -> dict[str, Any]:
+    """The merged keys with the run's profile, method and (unless a layer named it) strategy."""
     return {**merged, "profile": profile, "method": method,
             "strategy": merged.get("strategy", method)}
 

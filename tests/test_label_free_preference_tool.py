@@ -50,4 +50,4 @@ def test_report_counts_votes_pairs_by_seed_and_gives_the_cost_ratio(tmp_path):
     text = _tool().report(tmp_path, "current", "shift")
     assert "shift preferred on 1 of 3 pair-seeds, current on 1, split 1." in text
     assert "r = 1.500" in text
-    assert "= +0.100 [" in text  # the label-blind paired difference, mean of 0.0, 0.1, 0.2
+    assert "= +0.100 [" in text  # the report-only paired IoU difference, mean of 0.0, 0.1, 0.2

@@ -64,7 +64,7 @@ def report(root: Path, reference: str, other: str) -> str:
                      f"{a['wall_time_s'] / 60:.1f} / {b['wall_time_s'] / 60:.1f}",
                      _warnings(a) + " / " + _warnings(b)])
     heads = ["pair", "seed", *(f"{p} ({reference} / {other})" for p in parts), "preferred",
-             f"{METRIC} (label-blind)", "chosen step", "wall min", "trust warnings"]
+             f"{METRIC} (report only)", "chosen step", "wall min", "trust warnings"]
     out = [table(heads, rows, "lr" + "r" * len(parts) + "lrrrl")]
     mean, low, high = t_interval(np.array(diffs))
     walls = [np.mean([runs[k]["wall_time_s"] for k in keys]) for runs in (ref, cand)]

@@ -85,3 +85,14 @@ def shift_config(folder: Path, method: str = "baseline", *overrides: str, out: s
                "data": {"source_mask": str(folder / "src_mask.tif"),
                         "target_mask": str(folder / "tgt_mask.tif"),
                         "source_voxel_size": [5, 5, 5], "target_voxel_size": [5, 5, 5]}})
+
+
+def load_tool(name: str):
+    """A maintainer script of tools/ as a module: the scripts are not part of the package."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

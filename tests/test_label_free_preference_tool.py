@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "label_free_preference.py"
+from tests.conftest import load_tool
+
 PARTS = ("morph_ours", "target_consistency")  # lower is better, higher is better
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("label_free_preference", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("label_free_preference")
 
 
 def test_preferred_only_when_better_on_every_part():

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from domadapt.paired import t_interval
-
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "paired_vs_source_only.py"
+from tests.conftest import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("paired_vs_source_only", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("paired_vs_source_only")
 
 
 def test_t_interval_known_answer():

@@ -53,8 +53,7 @@ def report(root: Path, reference: str, other: str) -> str:
     rows, votes, diffs = [], [], []
     for key in keys:
         a, b = ref[key], cand[key]
-        a_parts = a["parts"] if a["parts"] else {parts[0]: a["value"]}
-        b_parts = b["parts"] if b["parts"] else {parts[0]: b["value"]}
+        a_parts, b_parts = _scores(a), _scores(b)
         vote = preference(a_parts, b_parts, parts)
         votes.append(vote)
         diffs.append(b[METRIC] - a[METRIC])
@@ -74,6 +73,12 @@ def report(root: Path, reference: str, other: str) -> str:
     out.append(f"Report only: {METRIC} {other} - {reference} = {mean:+.3f} [{low:+.3f}, {high:+.3f}] "
                f"(95 % t, n = {len(keys)}).")
     return "\n".join(out)
+
+
+def _scores(run: dict) -> dict[str, float]:
+    """The chosen checkpoint's values that compare across runs: a combined criterion's parts,
+    or a single criterion's own value."""
+    return run["parts"] or {run["criterion"]: run["value"]}
 
 
 def _warnings(run: dict) -> str:

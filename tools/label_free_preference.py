@@ -88,9 +88,9 @@ def _warnings(run: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", type=Path)
-    parser.add_argument("--reference", default="current")
-    parser.add_argument("--candidate", default="shift")
+    parser.add_argument("root", type=Path, help="folder holding one --out folder per recipe")
+    parser.add_argument("--reference", default="current", help="the recipe compared against")
+    parser.add_argument("--candidate", default="shift", help="the recipe under test")
     args = parser.parse_args()
     print(report(args.root, args.reference, args.candidate))
 

@@ -22,13 +22,18 @@ SOURCE_ONLY = "source-only"
 PAIRED_COLUMN = "paired_diff_vs_source_only"
 
 
-def t_interval(diffs: list[float] | np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval of paired differences (NaN bounds below two values)."""
+def t_interval(diffs: list[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided t-interval of paired differences (NaN bounds below two values).
+
+    ``level`` above 0.95 is for a decision that is one of several looks at the same
+    question (e.g. 1 - 0.05 / 3 after three), so repeated tests do not pass by chance.
+    """
     d = np.asarray(diffs, float)
     mean = float(d.mean())
     if len(d) < 2:
         return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    quantile = stats.t.ppf(1 - (1 - level) / 2, len(d) - 1)
+    half = float(quantile * d.std(ddof=1) / math.sqrt(len(d)))
     return mean, mean - half, mean + half
 
 

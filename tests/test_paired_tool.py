@@ -22,6 +22,13 @@ def test_t_interval_known_answer():
     assert high == pytest.approx(0.2 + half)
 
 
+def test_a_stricter_level_widens_the_interval_by_the_known_quantile():
+    mean, low, high = t_interval([0.1, 0.2, 0.3], level=1 - 0.05 / 3)
+    half = 7.6489 * 0.1 / np.sqrt(3)  # t(1 - 0.05 / 6, 2) * sd / sqrt(n)
+    assert mean == pytest.approx(0.2) and high == pytest.approx(0.2 + half, abs=1e-4)
+    assert low == pytest.approx(0.2 - half, abs=1e-4)
+
+
 def test_table_pairs_runs_by_seed_and_calls_a_win_only_when_the_interval_excludes_zero(tmp_path):
     def write(method, seed, iou):
         folder = tmp_path / "runs" / "a-to-b" / method / f"seed{seed}"

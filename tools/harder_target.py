@@ -1,0 +1,128 @@
+"""Two recipes' source-only runs judged on harder targets: the same shift, k times as far.
+
+A source-only run's weights do not depend on its target; only the checkpoint choice does.
+So for each finished run S -> T (synthetic) under RUNS/<recipe>/<pair>/baseline/seedN this
+tool builds T moved k times as far from S (domadapt.data.synthetic_shift.farther), scores
+every saved checkpoint with the run's label-free target criteria on it, chooses with the
+run's criterion, and scores the chosen checkpoint on the harder target's test volume. It
+then pairs the two recipes by pair and seed (docs/results/recipe/plan-harder.md).
+
+    python tools/harder_target.py RUNS --reference current --candidate shift --k 2 --k 3
+    python tools/harder_target.py RUNS ... --k 1   # the check: repeats each run's own choice
+
+``--json FILE`` keeps every run's result and reuses it on the next call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from checkpoint_replay import checkpoints, eval_context
+
+from domadapt.config import config_from_plain, load_yaml
+from domadapt.criteria import with_combined
+from domadapt.data import synthetic
+from domadapt.data.prepare import prepare_data
+from domadapt.data.synthetic_shift import farther
+from domadapt.inference import predict_to_array
+from domadapt.metrics import segmentation_scores
+from domadapt.paired import t_interval
+from domadapt.selection import choose
+from domadapt.strategies.base import Domains, target_monitor
+
+
+def run_dirs(runs: Path, recipe: str) -> dict[tuple[str, int], Path]:
+    """(pair, seed) -> the recipe's finished source-only run folder."""
+    found = {}
+    for metrics in sorted((runs / recipe).glob("*/baseline/seed*/metrics.json")):
+        folder = metrics.parent
+        found[(folder.parents[1].name, int(folder.name.removeprefix("seed")))] = folder
+    return found
+
+
+def on_harder_target(run_dir: Path, k: float) -> dict:
+    """The run's checkpoint chosen on, and scored on, its target moved k times as far."""
+    cfg = config_from_plain(load_yaml(run_dir / "config.yaml"), stored=True)
+    harder = farther(synthetic.get_domain(cfg.source), synthetic.get_domain(cfg.target), k)
+    synthetic.SYNTHETIC_DOMAINS.setdefault(harder.name, harder)
+    cfg = replace(cfg, target=harder.name)
+    data = prepare_data(cfg)
+    domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
+    monitor = target_monitor(cfg, domains)
+    nets, records = {}, []
+    with torch.no_grad():
+        for step, net in checkpoints(run_dir):
+            nets[step] = net
+            ctx = eval_context(cfg, net, step, cfg.inference.eval_cpu_bf16)
+            records.append({"step": step, **monitor.evaluate(ctx).metrics})
+    chosen = choose(with_combined(records), cfg.selection.criterion)["step"]
+    test = data.target_test_original
+    prob = predict_to_array(nets[chosen], test.image.image, voxel_size_nm=test.image.voxel_size_nm,
+                            model_pixel_nm=cfg.data.pixel_size_nm, norm_stats=test.stats,
+                            tile=cfg.inference.tile, overlap=cfg.inference.overlap,
+                            batch_size=cfg.inference.batch_size, cpu_bf16=cfg.inference.cpu_bf16,
+                            tta=cfg.inference.tta)
+    scores = segmentation_scores(prob.reshape(test.labels.shape), test.labels, cfg.inference.threshold)
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    return {"target": harder.name, "chosen_step": chosen, "iou_slice_mean": scores["iou_slice_mean"],
+            "recorded_step": recorded["selected_step"],
+            "recorded_iou_slice_mean": recorded["target_iou_slice_mean"]}
+
+
+def table(results: dict, reference: str, candidate: str, k: float, level: float) -> str:
+    """One row per pair-seed both recipes finished, then the paired mean and interval."""
+    ref, cand = results[reference], results[candidate]
+    lines = [f"k = {k:g}", "",
+             f"| pair | seed | {reference}: step, IoU (at k = 1) | {candidate}: step, IoU (at k = 1) "
+             f"| {candidate} - {reference} |", "|---|---:|---|---|---:|"]
+    diffs = []
+    for key in sorted(set(ref) & set(cand)):
+        a, b = ref[key], cand[key]
+        diffs.append(b["iou_slice_mean"] - a["iou_slice_mean"])
+        lines.append(f"| {key[0]} | {key[1]} | {_cell(a)} | {_cell(b)} | {diffs[-1]:+.3f} |")
+    if diffs:
+        mean, low, high = t_interval(diffs, level)
+        mean_ref = np.mean([ref[key]["iou_slice_mean"] for key in set(ref) & set(cand)])
+        lines += ["", f"{candidate} - {reference}: {mean:+.3f} [{low:+.3f}, {high:+.3f}] "
+                      f"({100 * level:.1f} % t-interval, n = {len(diffs)}); "
+                      f"{reference} mean {mean_ref:.3f}"]
+    return "\n".join(lines)
+
+
+def _cell(r: dict) -> str:
+    return (f"{r['chosen_step']} ({r['recorded_step']}), {r['iou_slice_mean']:.3f} "
+            f"({r['recorded_iou_slice_mean']:.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", type=Path, help="folder holding RUNS/<recipe>/<pair>/baseline/seedN")
+    parser.add_argument("--reference", default="current", help="the recipe compared against")
+    parser.add_argument("--candidate", default="shift", help="the recipe judged")
+    parser.add_argument("--k", type=float, action="append", help="shift factor(s); default 2")
+    parser.add_argument("--level", type=float, default=1 - 0.05 / 3, help="interval level")
+    parser.add_argument("--json", type=Path, help="keep every result here (and reuse it)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    kept = json.loads(args.json.read_text()) if args.json and args.json.is_file() else {}
+    for k in args.k or [2.0]:
+        results = {}
+        for recipe in (args.reference, args.candidate):
+            results[recipe] = {}
+            for key, folder in run_dirs(args.runs, recipe).items():
+                name = f"{k:g}|{folder}"
+                if name not in kept:
+                    kept[name] = on_harder_target(folder, k)
+                    if args.json:
+                        args.json.write_text(json.dumps(kept, indent=1))
+                results[recipe][key] = kept[name]
+        print(table(results, args.reference, args.candidate, k, args.level), "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()

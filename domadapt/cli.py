@@ -224,13 +224,16 @@ def _csv(value: str | None, cast=str) -> list | None:
 @click.option("--out", help="Benchmark folder (runs/, results.csv, summary.md, figures).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="A benchmark YAML (configs/benchmarks/) holding the same keys.")
+@click.option("--run-config", type=click.Path(dir_okay=False),
+              help="A run YAML layered into every run, as `run --config` does (e.g. "
+                   "configs/recipes/shift.yaml); use its own --out.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Config override applied to every run (repeatable).")
 @click.option("--regret", is_flag=True, default=None,
               help="Also score every checkpoint on target labels: the selection-regret table.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def benchmark(datasets, methods, seeds, profile, executor, workers, out, config_file, overrides,
-              regret, quiet) -> None:
+def benchmark(datasets, methods, seeds, profile, executor, workers, out, config_file, run_config,
+              overrides, regret, quiet) -> None:
     """Run every ordered source->target pair x method x seed; skip finished runs; aggregate."""
     from domadapt.benchmark import benchmark as run_benchmark
     from domadapt.benchmark import load_benchmark_config
@@ -238,7 +241,7 @@ def benchmark(datasets, methods, seeds, profile, executor, workers, out, config_
     bc = load_benchmark_config(
         config_file, datasets=_csv(datasets), methods=_csv(methods), seeds=_csv(seeds, int),
         profile=profile, executor=executor, workers=workers, out=out, regret=regret,
-        overrides=list(overrides) or None)
+        run_config=run_config, overrides=list(overrides) or None)
     written = run_benchmark(bc, progress=not quiet)
     for name in ("summary.md", "results.csv", "heatmap.png"):
         if name in written:

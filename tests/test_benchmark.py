@@ -84,6 +84,22 @@ def test_config_errors_name_the_problem(tmp_path):
             load_benchmark_config(path)
 
 
+def test_run_config_is_layered_into_every_run_and_cross_domain_keys_skip_the_oracle(tmp_path):
+    from domadapt.benchmark.grid import run_config
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train: {lr: 0.0005}\ncross_domain:\n  train: {steps: 13}\n")
+    bc = load_benchmark_config(datasets=DATASETS, profile="smoke", out=str(tmp_path / "b"),
+                               run_config=str(recipe))
+    assert Path(bc.run_config).is_absolute()
+    cross = run_config(bc, RunSpec("synth-hippocampus", "synth-cortex", "baseline", 0, "source-only"))
+    oracle = run_config(bc, RunSpec("synth-cortex", "synth-cortex", "baseline", 0, "oracle"))
+    assert (cross.train.lr, cross.train.steps) == (0.0005, 13)
+    assert oracle.train.lr == 0.0005 and oracle.train.steps == 20  # the smoke profile's
+    with pytest.raises(ConfigError, match="'run_config'"):
+        load_benchmark_config(datasets=DATASETS, run_config=str(tmp_path / "missing.yaml"))
+
+
 def test_grid_has_reference_rows_and_style_transfer_reuses_the_baseline(tmp_path):
     phases = grid(_config(tmp_path))
     first, second = phases

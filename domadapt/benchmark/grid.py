@@ -3,7 +3,7 @@ phases, each run's config and whether it is finished."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,9 @@ class BenchmarkConfig:
     workers: int = 1  # pool: parallel runs (one GPU each when several exist, else CPU threads split)
     out: str = "benchmark"
     overrides: list[str] = field(default_factory=list)  # --set items applied to every run
+    # a run YAML layered into every run, like `domadapt run --config` (e.g. a recipe of
+    # configs/recipes/); give the grid its own `out`, its runs differ from the default's
+    run_config: str | None = None
     oracle: bool = True
     source_only: bool = True
     reuse_baseline: bool = True  # methods with a reuse_key start from the pair's baseline run
@@ -69,6 +72,10 @@ def load_benchmark_config(path: str | Path | None = None, **flags) -> BenchmarkC
         raise ConfigError("Config keys 'methods' and 'seeds' must not be empty.")
     if bc.workers < 1:
         raise ConfigError(f"Config key 'workers' must be positive, got {bc.workers}.")
+    if bc.run_config is not None:
+        if not Path(bc.run_config).expanduser().is_file():
+            raise ConfigError(f"Config key 'run_config': no file {bc.run_config}.")
+        bc = replace(bc, run_config=str(Path(bc.run_config).expanduser().resolve()))
     from domadapt.data.registry import dataset_names
 
     chosen_pairs(bc)  # a malformed or unknown pair fails before anything runs
@@ -146,7 +153,8 @@ def run_config(bc: BenchmarkConfig, spec: RunSpec, threads: int | None = None):
     overrides = [*bc.overrides, *spec.overrides]
     if threads and not any(o.startswith("train.threads=") for o in overrides):
         overrides.append(f"train.threads={threads}")
-    return build_config(profile=bc.profile, method=spec.method, overrides=overrides,
+    return build_config(profile=bc.profile, method=spec.method, config_file=bc.run_config,
+                        overrides=overrides,
                         flags={"source": spec.source, "target": spec.target, "seed": spec.seed,
                                "out": str(Path(bc.out).expanduser().resolve() / "runs")})
 

@@ -9,6 +9,7 @@ then pairs the two recipes by pair and seed (docs/results/recipe/plan-harder.md)
 
     python tools/harder_target.py RUNS --reference current --candidate shift --k 2 --k 3
     python tools/harder_target.py RUNS ... --k 1   # the check: repeats each run's own choice
+    python tools/harder_target.py --montage harder.png --k 1 --k 2 --k 3   # how they look
 
 ``--json FILE`` keeps every run's result and reuses it on the next call.
 """
@@ -99,15 +100,48 @@ def _cell(r: dict) -> str:
             f"({r['recorded_iou_slice_mean']:.3f})")
 
 
+#: The synthetic grid's pairs (configs/benchmarks/synthetic.yaml), the plan's decision pairs.
+PAIRS = (("synth-cortex", "synth-vnc"), ("synth-hippocampus", "synth-cortex"),
+         ("synth-vnc", "synth-hippocampus"))
+
+
+def montage(path: Path, ks: list[float], side: int = 256) -> None:
+    """One slice of each pair's target at each k (rows), same scene per column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(ks), len(PAIRS), figsize=(2.4 * len(PAIRS), 2.4 * len(ks)),
+                             squeeze=False)
+    for col, (source, target) in enumerate(PAIRS):
+        for row, k in enumerate(ks):
+            domain = farther(synthetic.get_domain(source), synthetic.get_domain(target), k)
+            image, _ = synthetic.render(domain, (1, side, side), seed=1)
+            ax = axes[row][col]
+            ax.imshow(image[0], cmap="gray", vmin=0, vmax=255)
+            ax.set_title(f"{source} -> {domain.name}", fontsize=6)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=64)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", type=Path, help="folder holding RUNS/<recipe>/<pair>/baseline/seedN")
+    parser.add_argument("runs", type=Path, nargs="?",
+                        help="folder holding RUNS/<recipe>/<pair>/baseline/seedN")
+    parser.add_argument("--montage", type=Path, help="only draw the targets at each --k here")
     parser.add_argument("--reference", default="current", help="the recipe compared against")
     parser.add_argument("--candidate", default="shift", help="the recipe judged")
     parser.add_argument("--k", type=float, action="append", help="shift factor(s); default 2")
     parser.add_argument("--level", type=float, default=1 - 0.05 / 3, help="interval level")
     parser.add_argument("--json", type=Path, help="keep every result here (and reuse it)")
     args = parser.parse_args()
+    if args.montage:
+        montage(args.montage, args.k or [1.0, 2.0])
+        return
+    if args.runs is None:
+        parser.error("give RUNS, or --montage PATH")
     torch.set_num_threads(1)
     kept = json.loads(args.json.read_text()) if args.json and args.json.is_file() else {}
     for k in args.k or [2.0]:

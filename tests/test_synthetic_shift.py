@@ -51,3 +51,12 @@ def test_a_factor_that_is_not_positive_is_refused():
     source, target = _pair()
     with pytest.raises(ConfigError, match="positive"):
         farther(source, target, 0)
+
+
+def test_the_grid_targets_moved_twice_as_far_are_registered_datasets():
+    from domadapt.data.registry import dataset_names
+
+    for source, target in synthetic.GRID_PAIRS:
+        harder = synthetic.get_domain(f"{target}-x2")
+        assert harder == farther(synthetic.get_domain(source), synthetic.get_domain(target), 2)
+        assert harder.name in dataset_names()

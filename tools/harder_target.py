@@ -100,11 +100,6 @@ def _cell(r: dict) -> str:
             f"({r['recorded_iou_slice_mean']:.3f})")
 
 
-#: The synthetic grid's pairs (configs/benchmarks/synthetic.yaml), the plan's decision pairs.
-PAIRS = (("synth-cortex", "synth-vnc"), ("synth-hippocampus", "synth-cortex"),
-         ("synth-vnc", "synth-hippocampus"))
-
-
 def montage(path: Path, ks: list[float], side: int = 256) -> None:
     """One slice of each pair's target at each k (rows), same scene per column."""
     import matplotlib
@@ -112,9 +107,10 @@ def montage(path: Path, ks: list[float], side: int = 256) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(ks), len(PAIRS), figsize=(2.4 * len(PAIRS), 2.4 * len(ks)),
+    pairs = synthetic.GRID_PAIRS
+    fig, axes = plt.subplots(len(ks), len(pairs), figsize=(2.4 * len(pairs), 2.4 * len(ks)),
                              squeeze=False)
-    for col, (source, target) in enumerate(PAIRS):
+    for col, (source, target) in enumerate(pairs):
         for row, k in enumerate(ks):
             domain = farther(synthetic.get_domain(source), synthetic.get_domain(target), k)
             image, _ = synthetic.render(domain, (1, side, side), seed=1)

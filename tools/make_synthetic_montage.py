@@ -26,6 +26,7 @@ from PIL import Image  # noqa: E402
 
 from domadapt.data.synthetic import (  # noqa: E402
     DEFAULT_FIELD_NM,
+    HARDER_DOMAINS,
     default_shape,
     domain_names,
     get_domain,
@@ -91,7 +92,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     cells = [n for n in domain_names() if get_domain(n).field_nm != DEFAULT_FIELD_NM]
-    tissue = [n for n in domain_names() if n not in cells]
+    harder = {d.name for d in HARDER_DOMAINS}  # drawn by tools/harder_target.py --montage
+    tissue = [n for n in domain_names() if n not in cells and n not in harder]
     figure(tissue, slice_of, f"Synthetic EM domains, {FIELD_NM / 1000:g} um field of view",
            args.out, args.seed)
     figure(cells, whole_field, "Cultured-cell domains, whole default field of view",

@@ -109,8 +109,9 @@ def grid(bc: BenchmarkConfig) -> list[list[RunSpec]]:
                 (second if _reuses_baseline(method) else first).append(
                     RunSpec(source, target, method, seed, "method", _dependency(bc, source, target, seed,
                                                                                method)))
-        if bc.oracle:
-            first.extend(RunSpec(t, t, "baseline", seed, "oracle") for t in bc.datasets)
+        if bc.oracle:  # one upper bound per target of the grid
+            targets = dict.fromkeys(t for _, t in pairs)
+            first.extend(RunSpec(t, t, "baseline", seed, "oracle") for t in targets)
     return [phase for phase in (first, second) if phase]
 
 

@@ -10,9 +10,12 @@ the source's look to the target's.
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from typing import TYPE_CHECKING
 
-from domadapt.data.synthetic import SyntheticDomain
 from domadapt.errors import ConfigError
+
+if TYPE_CHECKING:  # synthetic.py builds its harder domains with farther(), so no import cycle
+    from domadapt.data.synthetic import SyntheticDomain
 
 #: Fields that scale: moved geometrically while both ends are positive, so they never
 #: cross zero (a negative blur or noise level means nothing).

@@ -53,6 +53,16 @@ def on_harder_target(run_dir: Path, k: float) -> dict:
     synthetic.SYNTHETIC_DOMAINS.setdefault(harder.name, harder)
     cfg = replace(cfg, target=harder.name)
     data = prepare_data(cfg)
+    step, net = _chosen(run_dir, cfg, data)
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    return {"target": harder.name, "chosen_step": step, "iou_slice_mean": _test_score(net, cfg, data),
+            "recorded_step": recorded["selected_step"],
+            "recorded_iou_slice_mean": recorded["target_iou_slice_mean"]}
+
+
+def _chosen(run_dir: Path, cfg, data) -> tuple[int, torch.nn.Module]:
+    """(step, network) the run's criterion picks among its checkpoints on ``data``'s target,
+    scored by the run's target criteria on their seeded crops, as the run scored them."""
     domains = Domains(data.source_train, data.source_val, data.target_train, data.target_test)
     monitor = target_monitor(cfg, domains)
     nets, records = {}, []
@@ -61,18 +71,19 @@ def on_harder_target(run_dir: Path, k: float) -> dict:
             nets[step] = net
             ctx = eval_context(cfg, net, step, cfg.inference.eval_cpu_bf16)
             records.append({"step": step, **monitor.evaluate(ctx).metrics})
-    chosen = choose(with_combined(records), cfg.selection.criterion)["step"]
-    test = data.target_test_original
-    prob = predict_to_array(nets[chosen], test.image.image, voxel_size_nm=test.image.voxel_size_nm,
+    step = choose(with_combined(records), cfg.selection.criterion)["step"]
+    return step, nets[step]
+
+
+def _test_score(net: torch.nn.Module, cfg, data) -> float:
+    """``target_iou_slice_mean`` of ``net`` on the target test volume, predicted as a run does."""
+    test, inf = data.target_test_original, cfg.inference
+    prob = predict_to_array(net, test.image.image, voxel_size_nm=test.image.voxel_size_nm,
                             model_pixel_nm=cfg.data.pixel_size_nm, norm_stats=test.stats,
-                            tile=cfg.inference.tile, overlap=cfg.inference.overlap,
-                            batch_size=cfg.inference.batch_size, cpu_bf16=cfg.inference.cpu_bf16,
-                            tta=cfg.inference.tta)
-    scores = segmentation_scores(prob.reshape(test.labels.shape), test.labels, cfg.inference.threshold)
-    recorded = json.loads((run_dir / "metrics.json").read_text())
-    return {"target": harder.name, "chosen_step": chosen, "iou_slice_mean": scores["iou_slice_mean"],
-            "recorded_step": recorded["selected_step"],
-            "recorded_iou_slice_mean": recorded["target_iou_slice_mean"]}
+                            tile=inf.tile, overlap=inf.overlap, batch_size=inf.batch_size,
+                            cpu_bf16=inf.cpu_bf16, tta=inf.tta)
+    return segmentation_scores(prob.reshape(test.labels.shape), test.labels,
+                               inf.threshold)["iou_slice_mean"]
 
 
 def table(results: dict, reference: str, candidate: str, k: float, level: float) -> str:

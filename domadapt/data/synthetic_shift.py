@@ -48,4 +48,3 @@ def _move(name: str, a: float, b: float, k: float) -> float:
     value = a + k * (b - a)
     low, high = BACKGROUND_RANGE if name == "background" else STAIN_RANGE
     return min(max(value, low), high)
-

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from checkpoint_replay import checkpoints, eval_context
+from label_free_preference import recipe_runs
 
 from domadapt.config import config_from_plain, load_yaml
 from domadapt.criteria import with_combined
@@ -35,15 +36,6 @@ from domadapt.metrics import segmentation_scores
 from domadapt.paired import t_interval
 from domadapt.selection import choose
 from domadapt.strategies.base import Domains, target_monitor
-
-
-def run_dirs(runs: Path, recipe: str) -> dict[tuple[str, int], Path]:
-    """(pair, seed) -> the recipe's finished source-only run folder."""
-    found = {}
-    for metrics in sorted((runs / recipe).glob("*/baseline/seed*/metrics.json")):
-        folder = metrics.parent
-        found[(folder.parents[1].name, int(folder.name.removeprefix("seed")))] = folder
-    return found
 
 
 def on_harder_target(run_dir: Path, k: float) -> dict:
@@ -155,7 +147,7 @@ def main() -> None:
         results = {}
         for recipe in (args.reference, args.candidate):
             results[recipe] = {}
-            for key, folder in run_dirs(args.runs, recipe).items():
+            for key, folder in recipe_runs(args.runs, recipe).items():
                 name = f"{k:g}|{folder}"
                 if name not in kept:
                     kept[name] = on_harder_target(folder, k)

@@ -35,13 +35,18 @@ def preference(reference: dict, other: dict, parts: tuple[str, ...]) -> str:
     return "candidate" if all(better) else "reference" if all(worse) else "split"
 
 
-def load(root: Path, recipe: str) -> dict[tuple[str, int], dict]:
-    runs = {}
+def recipe_runs(root: Path, recipe: str) -> dict[tuple[str, int], Path]:
+    """(pair, seed) -> one recipe's finished source-only run, ROOT/<recipe>/<pair>/baseline/seedN."""
+    found = {}
     for path in sorted((root / recipe).glob("*/baseline/seed*/metrics.json")):
         folder = path.parent
-        runs[(folder.parts[-3], int(folder.name.removeprefix("seed")))] = candidate(
-            recipe, folder, json.loads(path.read_text()))
-    return runs
+        found[(folder.parts[-3], int(folder.name.removeprefix("seed")))] = folder
+    return found
+
+
+def load(root: Path, recipe: str) -> dict[tuple[str, int], dict]:
+    return {key: candidate(recipe, folder, json.loads((folder / "metrics.json").read_text()))
+            for key, folder in recipe_runs(root, recipe).items()}
 
 
 def report(root: Path, reference: str, other: str) -> str:
